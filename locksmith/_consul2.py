@@ -1,0 +1,498 @@
+"""The adapter around python-consul2: the only module of locksmith that imports ``consul``.
+
+python-consul2 gives locksmith its client object and its HTTP seam: a subclass of
+``consul.base.Consul`` chooses the HTTP client in ``http_connect``, and every request
+goes through that client's ``get/put/delete/post(callback, path, params, data, headers)``.
+locksmith plugs its own client in there:
+
+* one keep-alive :mod:`http.client` connection per thread (so a blocking query on one
+  thread never holds up a renewal on another), at the raw-HTTP floor instead of the
+  2.5-3x that python-consul2's ``requests`` transport costs;
+* a timeout on every request, chosen per request (a blocking query gets its wait plus
+  Consul's wait/16 jitter plus the normal timeout; a renewal gets at most what is left of
+  its lease);
+* TLS with CA file/dir, client certificate and server name;
+* foreign errors (``OSError``, ``ssl.SSLError``, ``http.client`` errors) converted to
+  :class:`~locksmith.ConsulUnavailable` / :class:`~locksmith.TLSError` at this boundary.
+
+python-consul2's defects are kept out: its constructor reads the environment over explicit
+arguments (locksmith's resolved :class:`ConnectionConfig` is applied after it), warns with
+``DeprecationWarning`` on every construction (silenced here, under a lock, so that pytest's
+``filterwarnings = error`` keeps working), has no default timeout and cuts blocking queries
+with the one it has (here every request gets one that exceeds its wait), and raises raw
+``requests`` exceptions (there is no ``requests`` here). Its endpoint wrappers send ``dc``
+twice, assert instead of validating, drop KnownLeader/LastContact, lack
+NodeChecks/ServiceChecks and return 404s in several shapes, so locksmith's own ``_client``
+module builds the requests and parses the answers instead; the python-consul2 object stays
+available (:attr:`Transport.consul2`) for the endpoints locksmith does not cover.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import threading
+import urllib.parse
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import consul.base
+
+from locksmith._config import ConnectionConfig
+from locksmith._durations import parse_duration
+from locksmith._exceptions import ConfigurationError, ConsulUnavailable, TLSError, ValidationError
+
+__all__ = ["WAIT_JITTER", "RawResponse", "Transport", "blocking_timeout"]
+
+Params = Sequence[tuple[str, str]]
+
+#: Consul adds up to wait/16 of random jitter to a blocking query's wait.
+WAIT_JITTER = 1 / 16
+#: Consul's wait when a blocking query names an index but no wait.
+_DEFAULT_WAIT = 300.0
+#: Consul's cap on a blocking query's wait.
+_MAX_WAIT = 600.0
+
+# python-consul2's constructor warns (DeprecationWarning) and catch_warnings() swaps the
+# process-wide filter list: serialise locksmith's own constructions so that two threads
+# never restore each other's filters.
+_CONSTRUCT_LOCK = threading.Lock()
+
+
+def blocking_timeout(base: float, wait: float | None) -> float:
+    """The timeout of a request that may block for ``wait`` seconds.
+
+    Args:
+        base: The timeout of a request that does not block.
+        wait: The blocking query's wait (None: not a blocking query).
+
+    Returns:
+        ``base`` plus the wait and Consul's jitter on it, so that the request's timeout
+        always exceeds the time the server may legitimately hold it.
+    """
+    if wait is None:
+        return base
+    return base + wait * (1 + WAIT_JITTER)
+
+
+def _wait_of(params: Params) -> float | None:
+    """The wait a request's query parameters ask Consul to block for, or None."""
+    index = wait = None
+    for name, value in params:
+        if name == "index":
+            index = value
+        elif name == "wait":
+            wait = value
+    if not index or index == "0":
+        return None
+    if not wait:
+        return _DEFAULT_WAIT
+    try:
+        return min(parse_duration(wait, field="wait"), _MAX_WAIT)
+    except ValidationError:
+        return _DEFAULT_WAIT
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """An HTTP answer as received: status, headers (lower-cased names) and body bytes."""
+
+    status: int
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8 (with replacement characters for bad bytes)."""
+        return self.body.decode("utf-8", errors="replace")
+
+
+class _Headers(Mapping[str, str]):
+    """Case-insensitive header mapping, as python-consul2's callbacks expect from requests."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._h = {k.lower(): v for k, v in headers.items()}
+
+    def __getitem__(self, key: str) -> str:
+        return self._h[key.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._h)
+
+    def __len__(self) -> int:
+        return len(self._h)
+
+
+class _Conn(threading.local):
+    conn: http.client.HTTPConnection | None = None
+
+
+class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
+    """python-consul2's HTTP client interface, implemented on per-thread keep-alive sockets."""
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        super().__init__(config.host, config.port, config.scheme, config.verify, None, None)
+        self.config = config
+        self._local = _Conn()
+        self._all: set[http.client.HTTPConnection] = set()
+        self._all_lock = threading.Lock()
+        self._closed = False
+        self._ssl_context = _ssl_context(config) if config.scheme == "https" else None
+
+    # -- python-consul2's interface ------------------------------------------------------
+    @staticmethod
+    def _for_consul2(resp: RawResponse) -> Any:
+        return consul.base.Response(resp.status, _Headers(resp.headers), resp.text, resp.body)
+
+    def get(
+        self,
+        callback: Callable[[Any], Any],
+        path: str,
+        params: Any = None,
+        headers: Any = None,
+    ) -> Any:
+        """GET for python-consul2's endpoint wrappers."""
+        return callback(self._for_consul2(self.request("GET", path, params, None, headers)))
+
+    def put(
+        self,
+        callback: Callable[[Any], Any],
+        path: str,
+        params: Any = None,
+        data: Any = "",
+        headers: Any = None,
+    ) -> Any:
+        """PUT for python-consul2's endpoint wrappers."""
+        return callback(self._for_consul2(self.request("PUT", path, params, data, headers)))
+
+    def delete(
+        self,
+        callback: Callable[[Any], Any],
+        path: str,
+        params: Any = None,
+        data: Any = "",
+        headers: Any = None,
+    ) -> Any:
+        """DELETE for python-consul2's endpoint wrappers."""
+        return callback(self._for_consul2(self.request("DELETE", path, params, data, headers)))
+
+    def post(
+        self,
+        callback: Callable[[Any], Any],
+        path: str,
+        params: Any = None,
+        headers: Any = None,
+        data: Any = "",
+    ) -> Any:
+        """POST for python-consul2's endpoint wrappers."""
+        return callback(self._for_consul2(self.request("POST", path, params, data, headers)))
+
+    # -- the transport -------------------------------------------------------------------
+    @property
+    def open_connections(self) -> int:
+        with self._all_lock:
+            return len(self._all)
+
+    def close(self) -> None:
+        with self._all_lock:
+            self._closed = True
+            conns, self._all = list(self._all), set()
+        for conn in conns:
+            conn.close()
+
+    def _closed_error(self, method: str, path: str) -> ConsulUnavailable:
+        return ConsulUnavailable("the Consul client was closed", operation=method, resource=path)
+
+    def _new_conn(self, timeout: float, method: str, path: str) -> http.client.HTTPConnection:
+        cfg = self.config
+        conn: http.client.HTTPConnection
+        if self._ssl_context is not None and cfg.tls_server_name:
+            conn = _HTTPSConnection(
+                cfg.host,
+                cfg.port,
+                timeout=timeout,
+                context=self._ssl_context,
+                server_name=cfg.tls_server_name,
+            )
+        elif self._ssl_context is not None:
+            conn = http.client.HTTPSConnection(
+                cfg.host, cfg.port, timeout=timeout, context=self._ssl_context
+            )
+        else:
+            conn = http.client.HTTPConnection(cfg.host, cfg.port, timeout=timeout)
+        with self._all_lock:
+            if self._closed:
+                raise self._closed_error(method, path)
+            self._all.add(conn)
+        return conn
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        with self._all_lock:
+            self._all.discard(conn)
+        if self._local.conn is conn:
+            self._local.conn = None
+
+    def request(  # noqa: PLR0917 - python-consul2's positional calling convention
+        self,
+        method: str,
+        path: str,
+        params: Any,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        timeout: float | None = None,
+        *,
+        idempotent: bool = True,
+    ) -> RawResponse:
+        """Send one request on this thread's connection and read the whole answer.
+
+        Without an explicit ``timeout`` the configured one applies, extended by the wait
+        (plus jitter) when ``params`` make this a blocking query.
+        """
+        params = list(params.items()) if isinstance(params, Mapping) else list(params or ())
+        if timeout is None:
+            timeout = blocking_timeout(self.config.timeout, _wait_of(params))
+        timeout = max(timeout, 0.001)
+        target = urllib.parse.quote(path, safe="/:")
+        if params:
+            target += "?" + urllib.parse.urlencode(params)
+        body: bytes | None
+        if data is None or data == "":
+            body = b"" if method in ("PUT", "POST", "DELETE") else None
+        elif isinstance(data, bytes):
+            body = data
+        else:
+            body = str(data).encode("utf-8")
+        hdrs = {"Accept": "application/json"}
+        if self.config.token:
+            hdrs["X-Consul-Token"] = self.config.token
+        if headers:  # python-consul2's wrappers may pass a per-call token
+            hdrs.update(headers)
+        for attempt in (0, 1):
+            if self._closed:
+                raise self._closed_error(method, path)
+            conn = self._local.conn
+            if conn is not None and conn.sock is None:
+                # Closed under us (close(), or the server said Connection: close): never let
+                # http.client reopen it behind the pool's back.
+                self._drop(conn)
+                conn = None
+            reused = conn is not None
+            if conn is None:
+                conn = self._new_conn(timeout, method, path)
+                self._local.conn = conn
+            try:
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+                conn.request(method, target, body=body, headers=hdrs)
+                resp = conn.getresponse()
+                payload = resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._drop(conn)
+                # A kept-alive connection the server closed while idle: retry once, fresh.
+                if reused and attempt == 0 and idempotent:
+                    continue
+                raise ConsulUnavailable(
+                    f"connection to Consul at {self.config.address} was closed: {exc}",
+                    operation=method,
+                    resource=path,
+                ) from exc
+            except ssl.SSLError as exc:
+                self._drop(conn)
+                raise TLSError(
+                    f"TLS with Consul at {self.config.address} failed: {_ssl_reason(exc)}",
+                    operation=method,
+                    resource=path,
+                ) from exc
+            except TimeoutError as exc:
+                self._drop(conn)
+                raise ConsulUnavailable(
+                    f"Consul at {self.config.address} did not answer within {timeout:.3g}s",
+                    operation=method,
+                    resource=path,
+                ) from exc
+            except http.client.BadStatusLine as exc:
+                self._drop(conn)
+                raise ConsulUnavailable(
+                    f"{self.config.address} did not answer with HTTP (is it Consul's HTTP "
+                    f"port, and is the scheme {self.config.scheme!r} right?)",
+                    operation=method,
+                    resource=path,
+                ) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop(conn)
+                raise ConsulUnavailable(
+                    f"cannot reach Consul at {self.config.address}: {exc}",
+                    operation=method,
+                    resource=path,
+                ) from exc
+            if resp.will_close:
+                self._drop(conn)
+            return RawResponse(
+                status=resp.status,
+                headers={k.lower(): v for k, v in resp.getheaders()},
+                body=payload,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate not trusted or does not match: {exc.verify_message}"
+    return exc.reason or str(exc)
+
+
+def _ssl_context(config: ConnectionConfig) -> ssl.SSLContext:
+    """Build the TLS context; unreadable CA or client-certificate files are configuration errors."""
+    try:
+        ctx = ssl.create_default_context(cafile=config.ca_file, capath=config.ca_path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"cannot load the CA certificates (ca_file={config.ca_file!r}, "
+            f"ca_path={config.ca_path!r}): {exc}"
+        ) from exc
+    if config.client_cert:
+        try:
+            ctx.load_cert_chain(config.client_cert, config.client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"cannot load client certificate {config.client_cert!r} "
+                f"(key {config.client_key!r}): {exc}"
+            ) from exc
+    if not config.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection that verifies the certificate against a chosen server name."""
+
+    def __init__(
+        self, host: str, port: int, *, timeout: float, context: ssl.SSLContext, server_name: str
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._server_name = server_name
+        self._tls_context = context
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._tls_context.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
+class _Consul2(consul.base.Consul):  # type: ignore[misc]
+    """python-consul2's client with locksmith's HTTP client plugged into its seam."""
+
+    @staticmethod
+    def http_connect(
+        host: Any,
+        port: Any,
+        scheme: Any,
+        verify: Any = True,
+        cert: Any = None,
+        *,
+        locksmith_config: ConnectionConfig,
+    ) -> _HTTPClient:
+        # python-consul2 passes what it derived (the environment over the arguments);
+        # locksmith ignores that and uses its already-resolved configuration.
+        del host, port, scheme, verify, cert
+        return _HTTPClient(locksmith_config)
+
+
+def _make_consul2(config: ConnectionConfig) -> Any:
+    """Construct python-consul2's client on locksmith's transport and settings."""
+    with _CONSTRUCT_LOCK, warnings.catch_warnings():
+        # python-consul2 warns about its legacy-ACL and discovery-chain wrappers on every
+        # construction; those warnings are about its code, not the caller's.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            client = _Consul2(dc=config.datacenter, locksmith_config=config)
+        except consul.base.ConsulException:
+            # Its own parse of $CONSUL_HTTP_ADDR failed (e.g. an IPv6 address) although
+            # locksmith's configuration is fine: build it without its constructor.
+            client = _Consul2.__new__(_Consul2)
+            client.http = _HTTPClient(config)
+            client.consistency = "default"
+            for attr, cls in (
+                ("agent", consul.base.Consul.Agent),
+                ("catalog", consul.base.Consul.Catalog),
+                ("health", consul.base.Consul.Health),
+                ("kv", consul.base.Consul.KV),
+                ("session", consul.base.Consul.Session),
+                ("status", consul.base.Consul.Status),
+                ("txn", consul.base.Consul.Txn),
+            ):
+                setattr(client, attr, cls(client))
+    # python-consul2 let the environment override these; the resolved settings win.
+    client.token = config.token
+    client.dc = config.datacenter
+    client.scheme = config.scheme
+    return client
+
+
+class Transport:
+    """Sends requests to Consul through python-consul2's client object.
+
+    Args:
+        config: Resolved connection settings.
+
+    Raises:
+        ConfigurationError: The CA or client-certificate files cannot be loaded.
+    """
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        self.config = config
+        self._consul = _make_consul2(config)
+        self._http: _HTTPClient = self._consul.http
+
+    def __repr__(self) -> str:
+        return f"<Transport {self.config.url}>"
+
+    @property
+    def consul2(self) -> Any:
+        """python-consul2's ``consul.base.Consul`` object, on this transport and its settings.
+
+        For endpoints locksmith does not wrap. Its wrappers keep their own conventions
+        (string indexes, python-consul2's exceptions from the answers).
+        """
+        return self._consul
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params = (),
+        body: bytes | str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = True,
+    ) -> RawResponse:
+        """Send one request and return the answer whatever its status.
+
+        Args:
+            method: ``GET``, ``PUT``, ``DELETE`` or ``POST``.
+            path: The API path, e.g. ``/v1/session/create``; quoted here.
+            params: Query parameters, in order.
+            body: Request body.
+            timeout: Seconds allowed for the whole request (default: the configured one,
+                plus the wait and its jitter for a blocking query).
+            idempotent: Whether a request that died on a stale keep-alive connection may be
+                sent again.
+
+        Raises:
+            ConsulUnavailable: No answer (refused, reset, timed out, not HTTP).
+            TLSError: The TLS handshake failed.
+        """
+        return self._http.request(method, path, params, body, None, timeout, idempotent=idempotent)
+
+    @property
+    def open_connections(self) -> int:
+        """How many HTTP connections this transport holds open right now."""
+        return self._http.open_connections
+
+    def close(self) -> None:
+        """Close every connection; later requests raise :class:`ConsulUnavailable`."""
+        self._http.close()
