@@ -1,0 +1,101 @@
+"""locksmith: distributed locks, leader election and ephemeral keys on Consul sessions.
+
+The public surface is re-exported here; everything in ``locksmith._*`` modules is private.
+"""
+
+from locksmith._client import (
+    Consul,
+    KVEntry,
+    KVStore,
+    QueryMeta,
+    QueryResult,
+    ServiceCheck,
+    Session,
+    Sessions,
+)
+from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE, run_exclusive
+from locksmith._clock import Clock, FakeClock, SystemClock
+from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
+from locksmith._config import ConnectionConfig
+from locksmith._core import LockState, LossReason, ManagerState
+from locksmith._durations import format_duration, parse_duration
+from locksmith._exceptions import (
+    ACLNotFound,
+    BadRequest,
+    ConfigurationError,
+    ConsulError,
+    ConsulUnavailable,
+    LockConflict,
+    LockError,
+    LockLost,
+    LocksmithError,
+    LockTimeout,
+    ManagerClosed,
+    NotHeld,
+    PermissionDenied,
+    ProtocolError,
+    SessionNotFound,
+    TLSError,
+    ValidationError,
+)
+from locksmith._election import Election, LeaderInfo, LeadershipEvent
+from locksmith._manager import Lease, Lock, LockDelayEvent, LockManager, LossEvent
+from locksmith._registration import Registration
+from locksmith._semaphore import Semaphore
+from locksmith._singleton import SingletonGuard
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACLNotFound",
+    "BadRequest",
+    "CONSUL_LOCK_FLAGS",
+    "CONSUL_SEMAPHORE_FLAGS",
+    "Clock",
+    "ConfigurationError",
+    "ConnectionConfig",
+    "Consul",
+    "ConsulError",
+    "ConsulUnavailable",
+    "EXIT_LOCK_LOST",
+    "EXIT_NOT_ACQUIRED",
+    "EXIT_USAGE",
+    "Election",
+    "FakeClock",
+    "KVEntry",
+    "KVStore",
+    "LeaderInfo",
+    "LeadershipEvent",
+    "Lease",
+    "Lock",
+    "LockConflict",
+    "LockDelayEvent",
+    "LockError",
+    "LockLost",
+    "LockManager",
+    "LockState",
+    "LockTimeout",
+    "LocksmithError",
+    "LossEvent",
+    "LossReason",
+    "ManagerClosed",
+    "ManagerState",
+    "NotHeld",
+    "PermissionDenied",
+    "ProtocolError",
+    "QueryMeta",
+    "QueryResult",
+    "Registration",
+    "Semaphore",
+    "ServiceCheck",
+    "Session",
+    "SessionNotFound",
+    "Sessions",
+    "SingletonGuard",
+    "SystemClock",
+    "TLSError",
+    "ValidationError",
+    "format_duration",
+    "parse_duration",
+    "run_exclusive",
+]

@@ -1,0 +1,204 @@
+"""Run a child process only while a lock (or semaphore slot) is held: ``consul lock``, safer.
+
+The child starts only after the guard is acquired, in its own process group, with
+``LOCKSMITH_KEY``, ``LOCKSMITH_SESSION``, ``LOCKSMITH_FENCING_TOKEN`` and
+``CONSUL_LOCK_HELD=true`` in its environment. If the lock is lost (or presumed lost at the
+lease deadline), the whole group gets SIGTERM, then SIGKILL after ``grace`` seconds. Signals
+sent to this process are forwarded to the child. On a normal exit the lock is released and
+the child's exit status returned.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from locksmith._core import LockState
+from locksmith._exceptions import LockTimeout, ValidationError
+
+if TYPE_CHECKING:
+    from locksmith._manager import Lease, LossEvent
+
+__all__ = [
+    "EXIT_LOCK_LOST",
+    "EXIT_NOT_ACQUIRED",
+    "EXIT_USAGE",
+    "Guard",
+    "run_exclusive",
+]
+
+log = structlog.get_logger(__name__)
+
+#: Bad command line (sysexits EX_USAGE).
+EXIT_USAGE = 64
+#: The lock could not be acquired within the timeout (sysexits EX_TEMPFAIL).
+EXIT_NOT_ACQUIRED = 75
+#: The lock was lost while the child ran; the child was terminated.
+EXIT_LOCK_LOST = 76
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class Guard(Protocol):
+    """What :func:`run_exclusive` needs: a Lock or a Semaphore."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def held(self) -> bool: ...
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None: ...
+
+    def release(self) -> bool: ...
+
+    def on_lost(
+        self, callback: Callable[[LossEvent], object]
+    ) -> Callable[[LossEvent], object]: ...
+
+
+def run_exclusive(
+    guard: Guard,
+    argv: Sequence[str],
+    *,
+    shell: bool = False,
+    grace: float = 5.0,
+    pass_stdin: bool = False,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    on_started: Callable[[Lease, int], object] | None = None,
+) -> int:
+    """Acquire ``guard``, run ``argv`` while holding it, release, return the exit status.
+
+    Args:
+        guard: A :class:`~locksmith.Lock` or :class:`~locksmith.Semaphore`.
+        argv: The command. With ``shell`` it is joined and run by ``/bin/sh -c``.
+        shell: Run through the shell.
+        grace: Seconds between SIGTERM and SIGKILL when the lock is lost.
+        pass_stdin: Give the child this process's standard input (otherwise /dev/null).
+        env: Extra environment for the child.
+        timeout: Seconds to wait for the lock (None: forever).
+        on_started: Called with the lease and the child's PID once it runs.
+
+    Returns:
+        The child's exit status (128+N when killed by signal N), or
+        :data:`EXIT_LOCK_LOST` when the lock was lost and the child terminated.
+
+    Raises:
+        LockTimeout: The lock was not acquired within ``timeout``.
+        ValidationError: Empty command or negative grace.
+    """
+    if not argv:
+        raise ValidationError("argv", "a command is required")
+    if grace < 0:
+        raise ValidationError("grace", f"must be >= 0 seconds, got {grace!r}")
+    lost = threading.Event()
+    wake = threading.Event()
+
+    def on_lost(event: LossEvent) -> None:
+        log.warning("child.lock_lost", key=event.key, reason=event.reason.value)
+        lost.set()
+        wake.set()
+
+    guard.on_lost(on_lost)
+    lease = guard.acquire(timeout=timeout)
+    if lease is None:  # pragma: no cover - blocking acquire returns a lease or raises
+        raise LockTimeout(f"could not acquire {guard.key!r}")
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env.update(
+        {
+            "LOCKSMITH_KEY": guard.key,
+            "LOCKSMITH_SESSION": lease.session_id,
+            "LOCKSMITH_FENCING_TOKEN": str(lease.fencing_token),
+            "CONSUL_LOCK_HELD": "true",
+        }
+    )
+    cmd: list[str] = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            env=child_env,
+            stdin=None if pass_stdin else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        guard.release()
+        raise
+    log.info("child.started", key=guard.key, pid=proc.pid, fencing_token=lease.fencing_token)
+    if on_started is not None:
+        on_started(lease, proc.pid)
+    restore = _forward_signals(proc)
+    waiter = threading.Thread(target=lambda: (proc.wait(), wake.set()), daemon=True)
+    waiter.start()
+    try:
+        while proc.poll() is None:
+            wake.wait()
+            wake.clear()
+            if lost.is_set() and proc.poll() is None:
+                _terminate_group(proc, grace)
+        status = proc.returncode
+    finally:
+        restore()
+    if lost.is_set() or not guard.held:
+        log.warning("child.stopped_lock_lost", key=guard.key, pid=proc.pid, status=status)
+        _release_quietly(guard)
+        return EXIT_LOCK_LOST
+    guard.release()
+    log.info("child.exited", key=guard.key, pid=proc.pid, status=status)
+    return status if status >= 0 else 128 - status
+
+
+def _terminate_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    pgid = proc.pid
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        log.warning("child.kill", pid=proc.pid, grace=grace)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        proc.wait()
+
+
+def _release_quietly(guard: Guard) -> None:
+    state = getattr(guard, "state", None)
+    if state in (LockState.HELD, LockState.LOST) or state is None:
+        try:
+            guard.release()
+        except Exception as exc:  # noqa: BLE001 - best effort after a loss
+            log.info("child.release_after_loss_failed", key=guard.key, error=str(exc))
+
+
+def _forward_signals(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """Forward termination signals to the child's group; returns a function restoring them."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[int, object] = {}
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in _FORWARDED:
+        previous[sig] = signal.signal(sig, forward)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    return restore

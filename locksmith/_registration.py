@@ -1,0 +1,136 @@
+"""Ephemeral registration: a key that exists while this process lives (Behavior=delete).
+
+The key is acquired by the manager's companion ``Behavior=delete`` session, so it vanishes
+with that session: a crash, a partition or a missed TTL deletes it. If the session ends while
+the process is still alive, the registration re-creates a session and writes the key again,
+then notifies. :meth:`Registration.close` removes the key at once. Many registrations share
+one session.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from locksmith._core import LockState
+from locksmith._exceptions import ConsulUnavailable, LockError, LocksmithError, LockTimeout
+
+if TYPE_CHECKING:
+    from locksmith._manager import Lease, Lock, LockManager, LossEvent
+
+__all__ = ["Registration"]
+
+log = structlog.get_logger(__name__)
+
+
+class Registration:
+    """One ephemeral key. Made by :meth:`LockManager.register`."""
+
+    def __init__(self, manager: LockManager, key: str, value: bytes | str = b"") -> None:
+        self._parent = manager
+        self._eph = manager._ephemeral()
+        self._lock: Lock = self._eph.lock(key, value)
+        self.key = self._lock.key
+        self._closed = threading.Event()
+        self._rereg_cbs: list[Callable[[Lease], object]] = []
+        self._lost_cbs: list[Callable[[LossEvent], object]] = []
+        self._thread: threading.Thread | None = None
+        self._lock.on_lost(self._lost)
+
+    def __repr__(self) -> str:
+        return f"<Registration {self.key!r} active={self.active}>"
+
+    @property
+    def active(self) -> bool:
+        """Whether the key is registered right now."""
+        return self._lock.held
+
+    @property
+    def lease(self) -> Lease | None:
+        """The current lease of the key, or None."""
+        return self._lock.lease
+
+    def on_lost(self, callback: Callable[[LossEvent], object]) -> Callable[[LossEvent], object]:
+        """Call ``callback(event)`` when the key disappeared (before re-registering)."""
+        self._lost_cbs.append(callback)
+        return callback
+
+    def on_reregistered(self, callback: Callable[[Lease], object]) -> Callable[[Lease], object]:
+        """Call ``callback(lease)`` after the key was written again on a new session."""
+        self._rereg_cbs.append(callback)
+        return callback
+
+    def open(self, timeout: float | None = 30.0) -> Lease:
+        """Write the key (done by :meth:`LockManager.register`).
+
+        Raises:
+            LockTimeout: The key is held by another session for longer than ``timeout``.
+        """
+        lease = self._lock.acquire(timeout=timeout)
+        assert lease is not None
+        self._parent._track(self)
+        log.info("registration.registered", key=self.key, session_id=lease.session_id)
+        return lease
+
+    def _lost(self, event: LossEvent) -> None:
+        for cb in list(self._lost_cbs):
+            try:
+                cb(event)
+            except Exception:
+                log.exception("callback.failed", key=self.key, callback="on_lost")
+        if self._closed.is_set():
+            return
+        log.warning("registration.lost", key=self.key, reason=event.reason.value)
+        # Re-register off the dispatcher thread: acquiring may wait.
+        self._thread = threading.Thread(
+            target=self._reregister, name=f"locksmith-reregister-{self.key}", daemon=True
+        )
+        self._thread.start()
+
+    def _reregister(self) -> None:
+        backoff = 0.1
+        while not self._closed.is_set():
+            try:
+                if self._lock.state is LockState.LOST:
+                    self._lock.release()
+                lease = self._lock.acquire(timeout=30.0)
+            except (LockTimeout, ConsulUnavailable) as exc:
+                log.info("registration.retry", key=self.key, error=str(exc))
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except LocksmithError as exc:
+                log.warning("registration.abandoned", key=self.key, error=str(exc))
+                return
+            if lease is None:
+                continue
+            log.info("registration.reregistered", key=self.key, session_id=lease.session_id)
+            for cb in list(self._rereg_cbs):
+                self._eph._emit([cb], lease)
+            return
+
+    def close(self) -> None:
+        """Delete the key now and stop re-registering. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._parent._untrack(self)
+        try:
+            if self._lock.state in (LockState.HELD, LockState.LOST):
+                self._lock.release()
+            self._parent.consul.kv.delete(self.key)
+            log.info("registration.closed", key=self.key)
+        except (LockError, ConsulUnavailable) as exc:
+            log.warning("registration.close_failed", key=self.key, error=str(exc))
+
+    def _close_for_manager(self) -> None:
+        self.close()
+
+    def __enter__(self) -> Registration:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
