@@ -1,0 +1,40 @@
+"""The public surface is exactly ``locksmith.__all__``: sorted, importable, and complete."""
+
+from __future__ import annotations
+
+import pkgutil
+
+import locksmith
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert locksmith.__all__ == sorted(set(locksmith.__all__))
+
+
+def test_every_exported_name_exists() -> None:
+    missing = [name for name in locksmith.__all__ if not hasattr(locksmith, name)]
+    assert missing == []
+
+
+def test_no_public_name_is_left_out() -> None:
+    public = {
+        name
+        for name, value in vars(locksmith).items()
+        if not name.startswith("_") and not isinstance(value, type(locksmith))
+    }
+    assert public - set(locksmith.__all__) == set()
+
+
+def test_exported_objects_claim_a_public_home() -> None:
+    """Classes and functions are defined in private modules and re-exported here."""
+    for name in locksmith.__all__:
+        obj = getattr(locksmith, name)
+        module = getattr(obj, "__module__", None)
+        if module is None or isinstance(obj, int):
+            continue
+        assert module.startswith("locksmith"), (name, module)
+
+
+def test_only_private_modules_besides_the_documented_ones() -> None:
+    public_modules = {m.name for m in pkgutil.iter_modules(locksmith.__path__)}
+    assert {m for m in public_modules if not m.startswith("_")} <= {"testing", "demo"}
