@@ -1,5 +1,5 @@
 # Developer and CI entry points. Everything runs from the project's own .venv.
-#   make venv    create .venv (python3 -m venv), pip install -e '.[dev]'; redone when pyproject.toml changes
+#   make venv    create .venv (python3 -m venv), pip install -e '.[dev,docs]'; redone when pyproject.toml changes
 #   make consul  resolve a consul binary (CONSUL_BIN, PATH, .cache/consul, or Debian's package)
 #   make lint    ruff check, ruff format --check, mypy (strict, per pyproject.toml)
 #   make test    pytest on 2 xdist workers; extra arguments via PYTEST_ARGS='-k foo -x'
@@ -19,7 +19,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -e '.[dev]'
+	$(VPY) -m pip install --quiet -e '.[dev,docs]'
 	touch $(STAMP)
 
 consul: venv

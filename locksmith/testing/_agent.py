@@ -165,15 +165,26 @@ def pick_ports(count: int, hosts: Sequence[str] = ("127.0.0.1",)) -> list[int]:
 # --------------------------------------------------------------------------- helpers
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    """GET *url* without a token; return (status, body). Raises OSError if unreachable."""
-    req = urllib.request.Request(url, method="GET")  # noqa: S310 - http(s) URLs we built
+def http_get(url: str, timeout: float = 2.0, token: str | None = None) -> tuple[int, str]:
+    """GET *url* (with *token* if given); return (status, body). Raises OSError if unreachable."""
+    headers = {"X-Consul-Token": token} if token else {}
+    req = urllib.request.Request(url, method="GET", headers=headers)  # noqa: S310 - our URLs
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             return int(resp.status), resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         with exc:
             return int(exc.code), exc.read().decode("utf-8", "replace")
+
+
+def node_registered(http_url: str, node: str, token: str | None, timeout: float = 2.0) -> bool:
+    """Whether *node* is in the catalog yet (sessions on it fail with "Missing node registration"
+    until it is, which can be a few milliseconds after a leader is known)."""
+    try:
+        status, body = http_get(f"{http_url}/v1/catalog/node/{node}", timeout=timeout, token=token)
+    except (OSError, TimeoutError):
+        return False
+    return status == 200 and body.strip() not in ("", "null")
 
 
 def leader_of(http_url: str, timeout: float = 2.0) -> str:
@@ -474,7 +485,7 @@ class ConsulAgent:
         _register(self._proc)
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Wait until the agent reports a leader (works when ACLs deny: no token needed).
+        """Wait until the agent reports a leader and its own node is in the catalog.
 
         Raises:
             ConsulStartError: If the process exits or *timeout* passes first.
@@ -488,7 +499,9 @@ class ConsulAgent:
                     f"consul agent {self.node_name} exited with {code} before it was ready; "
                     f"log tail:\n{self.log_tail()}"
                 )
-            if leader_of(url, timeout=1.0):
+            if leader_of(url, timeout=1.0) and node_registered(
+                url, self.node_name, self.acl_master_token, timeout=1.0
+            ):
                 return
             if time.monotonic() > deadline:
                 raise ConsulStartError(
