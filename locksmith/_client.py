@@ -486,6 +486,8 @@ class Sessions(_Api):
             timeout=timeout,
         )
         data = _json(resp, "session.renew")
+        if data is not None and not isinstance(data, list):
+            raise ProtocolError(f"session.renew: expected a JSON list, got {type(data).__name__}")
         if not data:
             raise SessionNotFound(
                 f"session.renew {sid}: session not found",
@@ -916,7 +918,8 @@ class Consul:
     """A Consul HTTP API client: ``sessions`` and ``kv``.
 
     Settings come from the arguments first, then Consul's environment variables, then
-    defaults (see :class:`ConnectionConfig`). Constructing it does no I/O.
+    defaults (see :class:`ConnectionConfig`). Constructing it does no I/O (a token file
+    aside): connections are opened, and TLS files loaded, on first use; one per thread.
 
     Args:
         address: ``host:port`` or ``http(s)://host:port`` (``CONSUL_HTTP_ADDR``).
@@ -933,6 +936,10 @@ class Consul:
             (``CONSUL_TLS_SERVER_NAME``).
         timeout: Seconds allowed for a non-blocking request (blocking queries get their
             wait on top).
+
+    Raises:
+        ConfigurationError: Malformed settings or an unreadable token file. (Unreadable
+            CA or client-certificate files raise it on the first request.)
     """
 
     def __init__(
@@ -999,6 +1006,10 @@ class Consul:
             return str(_json(resp, "agent.self")["Config"]["NodeName"])
         except (KeyError, TypeError) as exc:
             raise ProtocolError("agent.self: no Config.NodeName in Consul's answer") from exc
+
+    def _interrupt(self, ident: int) -> bool:
+        """Cut short the blocking request thread ``ident`` waits in (package-internal)."""
+        return self._transport.interrupt(ident)
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -29,11 +29,14 @@ available (:attr:`Transport.consul2`) for the endpoints locksmith does not cover
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import ssl
 import threading
 import urllib.parse
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +130,19 @@ class _Headers(Mapping[str, str]):
 
 class _Conn(threading.local):
     conn: http.client.HTTPConnection | None = None
+    reaper: object | None = None
+
+
+class _Reaper:
+    """Lives in a thread's local storage: when the thread ends, its connection is closed."""
+
+
+def _reap(
+    conn: http.client.HTTPConnection, pool: set[http.client.HTTPConnection], lock: threading.Lock
+) -> None:
+    conn.close()
+    with lock:
+        pool.discard(conn)
 
 
 class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
@@ -138,8 +154,10 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
         self._local = _Conn()
         self._all: set[http.client.HTTPConnection] = set()
         self._all_lock = threading.Lock()
+        self._in_flight: dict[int, http.client.HTTPConnection] = {}
+        self._interrupted: set[int] = set()
         self._closed = False
-        self._ssl_context = _ssl_context(config) if config.scheme == "https" else None
+        self._tls: ssl.SSLContext | None = None  # built on first use: construction does no I/O
 
     # -- python-consul2's interface ------------------------------------------------------
     @staticmethod
@@ -202,23 +220,62 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
         for conn in conns:
             conn.close()
 
+    def interrupt(self, ident: int) -> bool:
+        """Cut short the request thread ``ident`` is waiting in (e.g. a blocking query).
+
+        The request raises :class:`ConsulUnavailable` ("interrupted") instead of being
+        retried. Returns whether a request was in flight.
+        """
+        with self._all_lock:
+            conn = self._in_flight.get(ident)
+            if conn is None:
+                return False
+            self._interrupted.add(ident)
+        sock = conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return True
+
+    def _begin(self, conn: http.client.HTTPConnection) -> None:
+        with self._all_lock:
+            ident = threading.get_ident()
+            self._in_flight[ident] = conn
+            self._interrupted.discard(ident)
+
+    def _end(self) -> bool:
+        """Leave the in-flight table; True if the request was interrupted."""
+        with self._all_lock:
+            ident = threading.get_ident()
+            self._in_flight.pop(ident, None)
+            if ident in self._interrupted:
+                self._interrupted.discard(ident)
+                return True
+            return False
+
     def _closed_error(self, method: str, path: str) -> ConsulUnavailable:
         return ConsulUnavailable("the Consul client was closed", operation=method, resource=path)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        with self._all_lock:
+            if self._tls is None:
+                self._tls = _ssl_context(self.config)
+            return self._tls
 
     def _new_conn(self, timeout: float, method: str, path: str) -> http.client.HTTPConnection:
         cfg = self.config
         conn: http.client.HTTPConnection
-        if self._ssl_context is not None and cfg.tls_server_name:
+        if cfg.scheme == "https" and cfg.tls_server_name:
             conn = _HTTPSConnection(
                 cfg.host,
                 cfg.port,
                 timeout=timeout,
-                context=self._ssl_context,
+                context=self._ssl_context(),
                 server_name=cfg.tls_server_name,
             )
-        elif self._ssl_context is not None:
+        elif cfg.scheme == "https":
             conn = http.client.HTTPSConnection(
-                cfg.host, cfg.port, timeout=timeout, context=self._ssl_context
+                cfg.host, cfg.port, timeout=timeout, context=self._ssl_context()
             )
         else:
             conn = http.client.HTTPConnection(cfg.host, cfg.port, timeout=timeout)
@@ -234,6 +291,53 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
             self._all.discard(conn)
         if self._local.conn is conn:
             self._local.conn = None
+
+    def _handle_failure(
+        self,
+        exc: OSError | http.client.HTTPException,
+        conn: http.client.HTTPConnection,
+        may_retry: bool,
+        *,
+        method: str,
+        path: str,
+        timeout: float,
+    ) -> None:
+        """Map a failed request to a locksmith error; return only when it may be retried."""
+        self._drop(conn)
+        where = self.config.address
+        if isinstance(exc, http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError):
+            # A kept-alive connection the server closed while idle: retry once, fresh.
+            if may_retry:
+                return
+            raise ConsulUnavailable(
+                f"connection to Consul at {where} was closed: {exc}",
+                operation=method,
+                resource=path,
+            ) from exc
+        if isinstance(exc, ssl.SSLError):
+            raise TLSError(
+                f"TLS with Consul at {where} failed: {_ssl_reason(exc)}",
+                operation=method,
+                resource=path,
+            ) from exc
+        if isinstance(exc, TimeoutError):
+            raise ConsulUnavailable(
+                f"Consul at {where} did not answer within {timeout:.3g}s",
+                operation=method,
+                resource=path,
+            ) from exc
+        if isinstance(exc, http.client.BadStatusLine):
+            raise ConsulUnavailable(
+                f"{where} did not answer with HTTP (is it Consul's HTTP "
+                f"port, and is the scheme {self.config.scheme!r} right?)",
+                operation=method,
+                resource=path,
+            ) from exc
+        raise ConsulUnavailable(
+            f"cannot reach Consul at {where}: {exc}",
+            operation=method,
+            resource=path,
+        ) from exc
 
     def request(  # noqa: PLR0917 - python-consul2's positional calling convention
         self,
@@ -283,6 +387,11 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
             if conn is None:
                 conn = self._new_conn(timeout, method, path)
                 self._local.conn = conn
+                # Close it when this thread ends, not only at close().
+                reaper = _Reaper()
+                weakref.finalize(reaper, _reap, conn, self._all, self._all_lock)
+                self._local.reaper = reaper
+            self._begin(conn)
             try:
                 conn.timeout = timeout
                 if conn.sock is not None:
@@ -290,45 +399,24 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
                 conn.request(method, target, body=body, headers=hdrs)
                 resp = conn.getresponse()
                 payload = resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self._drop(conn)
-                # A kept-alive connection the server closed while idle: retry once, fresh.
-                if reused and attempt == 0 and idempotent:
-                    continue
-                raise ConsulUnavailable(
-                    f"connection to Consul at {self.config.address} was closed: {exc}",
-                    operation=method,
-                    resource=path,
-                ) from exc
-            except ssl.SSLError as exc:
-                self._drop(conn)
-                raise TLSError(
-                    f"TLS with Consul at {self.config.address} failed: {_ssl_reason(exc)}",
-                    operation=method,
-                    resource=path,
-                ) from exc
-            except TimeoutError as exc:
-                self._drop(conn)
-                raise ConsulUnavailable(
-                    f"Consul at {self.config.address} did not answer within {timeout:.3g}s",
-                    operation=method,
-                    resource=path,
-                ) from exc
-            except http.client.BadStatusLine as exc:
-                self._drop(conn)
-                raise ConsulUnavailable(
-                    f"{self.config.address} did not answer with HTTP (is it Consul's HTTP "
-                    f"port, and is the scheme {self.config.scheme!r} right?)",
-                    operation=method,
-                    resource=path,
-                ) from exc
             except (OSError, http.client.HTTPException) as exc:
-                self._drop(conn)
-                raise ConsulUnavailable(
-                    f"cannot reach Consul at {self.config.address}: {exc}",
-                    operation=method,
-                    resource=path,
-                ) from exc
+                if self._end():
+                    self._drop(conn)
+                    raise ConsulUnavailable(
+                        f"request to Consul at {self.config.address} was interrupted",
+                        operation=method,
+                        resource=path,
+                    ) from exc
+                self._handle_failure(
+                    exc,
+                    conn,
+                    reused and attempt == 0 and idempotent,
+                    method=method,
+                    path=path,
+                    timeout=timeout,
+                )
+                continue
+            self._end()
             if resp.will_close:
                 self._drop(conn)
             return RawResponse(
@@ -436,11 +524,10 @@ def _make_consul2(config: ConnectionConfig) -> Any:
 class Transport:
     """Sends requests to Consul through python-consul2's client object.
 
+    Constructing it does no I/O; the TLS files are loaded when the first connection opens.
+
     Args:
         config: Resolved connection settings.
-
-    Raises:
-        ConfigurationError: The CA or client-certificate files cannot be loaded.
     """
 
     def __init__(self, config: ConnectionConfig) -> None:
@@ -485,6 +572,7 @@ class Transport:
         Raises:
             ConsulUnavailable: No answer (refused, reset, timed out, not HTTP).
             TLSError: The TLS handshake failed.
+            ConfigurationError: The CA or client-certificate files cannot be loaded.
         """
         return self._http.request(method, path, params, body, None, timeout, idempotent=idempotent)
 
@@ -492,6 +580,10 @@ class Transport:
     def open_connections(self) -> int:
         """How many HTTP connections this transport holds open right now."""
         return self._http.open_connections
+
+    def interrupt(self, ident: int) -> bool:
+        """Cut short the request that thread ``ident`` is waiting in; see ``_HTTPClient``."""
+        return self._http.interrupt(ident)
 
     def close(self) -> None:
         """Close every connection; later requests raise :class:`ConsulUnavailable`."""

@@ -1,0 +1,326 @@
+"""The KV and transaction calls against a real Consul agent: reads, writes, locks, fencing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from locksmith._client import Consul, KVEntry
+from locksmith._exceptions import ProtocolError, SessionNotFound, ValidationError
+from locksmith._validate import MAX_VALUE_BYTES
+
+WOKEN_WITHIN = 30.0
+CONSUL_LOCK_FLAGS = 0x2DDCCBC058A50C18
+
+
+def _wait_until_node_registered(addr: str, deadline: float = 60.0) -> None:
+    """Wait until the agent's node and serfHealth are in the catalog.
+
+    A fresh dev agent answers ``/v1/status/leader`` before it has synced its own node;
+    until then session creates fail with "Missing node registration".
+    """
+    base = f"http://{addr}"
+    with urllib.request.urlopen(f"{base}/v1/agent/self", timeout=10) as resp:
+        node = json.load(resp)["Config"]["NodeName"]
+    end = time.monotonic() + deadline
+    while True:
+        with urllib.request.urlopen(f"{base}/v1/health/node/{node}", timeout=10) as resp:
+            checks = json.load(resp)
+        if any(c["CheckID"] == "serfHealth" and c["Status"] == "passing" for c in checks):
+            return
+        if time.monotonic() > end:
+            pytest.fail(f"the agent's node {node!r} did not register within {deadline}s")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _node_registered(consul_addr: str) -> None:
+    _wait_until_node_registered(consul_addr)
+
+
+@pytest.fixture
+def consul(consul_addr: str) -> Iterator[Consul]:
+    with Consul(consul_addr) as client:
+        yield client
+
+
+@pytest.fixture
+def prefix(consul: Consul) -> Iterator[str]:
+    """A fresh key prefix, deleted at teardown."""
+    name = f"locksmith-test/{uuid.uuid4().hex[:10]}"
+    yield name
+    consul.kv.delete(name, recurse=True)
+
+
+@pytest.fixture
+def new_session(consul: Consul) -> Iterator[Callable[..., str]]:
+    made: list[str] = []
+
+    def make(**kwargs: Any) -> str:
+        sid = consul.sessions.create(**kwargs)
+        made.append(sid)
+        return sid
+
+    yield make
+    for sid in made:
+        consul.sessions.destroy(sid)
+
+
+def test_get_missing_key_is_none_with_an_index(consul: Consul, prefix: str) -> None:
+    result = consul.kv.get_with_meta(f"{prefix}/missing")
+    assert result.value is None
+    assert result.meta.index > 0  # a 404 still carries X-Consul-Index
+    assert consul.kv.get(f"{prefix}/missing") is None
+
+
+def test_list_missing_prefix_is_empty(consul: Consul, prefix: str) -> None:
+    result = consul.kv.list_with_meta(f"{prefix}/")
+    assert result.value == []
+    assert result.meta.index > 0
+
+
+def test_put_get_list_delete(consul: Consul, prefix: str) -> None:
+    assert consul.kv.put(f"{prefix}/a", b"\x00bytes\xff", flags=7) is True
+    assert consul.kv.put(f"{prefix}/b", "text é") is True
+    assert consul.kv.put(f"{prefix}/c") is True
+    a = consul.kv.get(f"{prefix}/a")
+    assert a is not None
+    assert (a.key, a.value, a.flags, a.session, a.lock_index) == (
+        f"{prefix}/a",
+        b"\x00bytes\xff",
+        7,
+        None,
+        0,
+    )
+    assert a.modify_index >= a.create_index > 0
+    entries = consul.kv.list(f"{prefix}/")
+    assert [e.key for e in entries] == [f"{prefix}/a", f"{prefix}/b", f"{prefix}/c"]
+    assert entries[1].value == "text é".encode()
+    assert entries[2].value == b""
+    assert consul.kv.delete(f"{prefix}/a") is True
+    assert consul.kv.get(f"{prefix}/a") is None
+    assert consul.kv.delete(f"{prefix}/a") is True  # deleting a missing key succeeds
+    assert consul.kv.delete(f"{prefix}/", recurse=True) is True
+    assert consul.kv.list(f"{prefix}/") == []
+
+
+@pytest.mark.parametrize("mode", ["default", "consistent", "stale"])
+def test_reads_in_each_consistency_mode(consul: Consul, prefix: str, mode: Any) -> None:
+    consul.kv.put(f"{prefix}/k", b"v")
+    got = consul.kv.get_with_meta(f"{prefix}/k", consistency=mode)
+    assert got.value is not None
+    assert got.value.value == b"v"
+    assert got.meta.known_leader is True
+    listed = consul.kv.list_with_meta(f"{prefix}/", consistency=mode)
+    assert [e.key for e in listed.value] == [f"{prefix}/k"]
+
+
+def test_unicode_and_special_keys(consul: Consul, prefix: str) -> None:
+    key = f"{prefix}/spaces and ?query#hash%25/ünï"
+    assert consul.kv.put(key, b"x")
+    entry = consul.kv.get(key)
+    assert entry is not None
+    assert entry.key == key
+
+
+def test_value_at_the_limit_is_stored(consul: Consul, prefix: str) -> None:
+    data = b"v" * MAX_VALUE_BYTES
+    assert consul.kv.put(f"{prefix}/big", data)
+    entry = consul.kv.get(f"{prefix}/big")
+    assert entry is not None
+    assert entry.value == data
+
+
+def test_value_over_512_kib_is_rejected_before_sending(consul: Consul, prefix: str) -> None:
+    with pytest.raises(ValidationError, match="512 KiB") as info:
+        consul.kv.put(f"{prefix}/too-big", b"v" * (MAX_VALUE_BYTES + 1))
+    assert info.value.field == "value"
+    assert consul.kv.get(f"{prefix}/too-big") is None
+
+
+def test_cas(consul: Consul, prefix: str) -> None:
+    key = f"{prefix}/cas"
+    assert consul.kv.put(key, b"1", cas=0) is True  # 0: only if it does not exist
+    assert consul.kv.put(key, b"2", cas=0) is False
+    entry = consul.kv.get(key)
+    assert entry is not None
+    assert consul.kv.put(key, b"3", cas=entry.modify_index + 1) is False
+    assert consul.kv.put(key, b"3", cas=entry.modify_index) is True
+    assert consul.kv.delete(key, cas=entry.modify_index) is False  # index moved on
+    latest = consul.kv.get(key)
+    assert latest is not None
+    assert latest.value == b"3"
+    assert consul.kv.delete(key, cas=latest.modify_index) is True
+    assert consul.kv.get(key) is None
+
+
+def test_acquire_and_release(consul: Consul, prefix: str, new_session: Callable[..., str]) -> None:
+    key = f"{prefix}/lock"
+    mine, other = new_session(lock_delay=0), new_session()
+    assert consul.kv.put(key, b"held", acquire=mine, flags=CONSUL_LOCK_FLAGS) is True
+    held = consul.kv.get(key)
+    assert held is not None
+    assert (held.session, held.lock_index, held.value, held.flags) == (
+        mine,
+        1,
+        b"held",
+        CONSUL_LOCK_FLAGS,
+    )
+    assert consul.kv.put(key, b"x", acquire=other) is False
+    assert consul.kv.put(key, b"x", release=other) is False  # not the holder
+    assert consul.kv.put(key, b"free", release=mine) is True
+    free = consul.kv.get(key)
+    assert free is not None
+    assert free.session is None
+    assert free.value == b"free"
+    assert free.modify_index > held.modify_index
+    # A clean release starts no lock-delay.
+    assert consul.kv.put(key, b"next", acquire=other) is True
+    taken = consul.kv.get(key)
+    assert taken is not None
+    assert (taken.session, taken.value, taken.lock_index) == (other, b"next", 2)
+    assert taken.create_index == held.create_index
+
+
+def test_acquire_with_destroyed_session(consul: Consul, prefix: str) -> None:
+    sid = consul.sessions.create()
+    consul.sessions.destroy(sid)
+    with pytest.raises(SessionNotFound, match="invalid session") as info:
+        consul.kv.put(f"{prefix}/k", b"", acquire=sid)
+    assert info.value.operation == "kv.put"
+    assert info.value.resource == f"{prefix}/k"
+
+
+def test_lock_delay_after_destroy(
+    consul: Consul, prefix: str, new_session: Callable[..., str]
+) -> None:
+    key = f"{prefix}/delayed"
+    holder = consul.sessions.create(lock_delay="15s")
+    assert consul.kv.lock(key, b"v", holder) is not None
+    consul.sessions.destroy(holder)
+    waiter = new_session()
+    entry = consul.kv.get(key)
+    assert entry is not None
+    assert entry.session is None  # looks free ...
+    assert consul.kv.put(key, b"w", acquire=waiter) is False  # ... but lock-delay holds it
+    assert consul.kv.lock(key, b"w", waiter) is None
+
+
+def test_behavior_delete_removes_the_key(consul: Consul, prefix: str) -> None:
+    key = f"{prefix}/ephemeral"
+    sid = consul.sessions.create(behavior="delete")
+    assert consul.kv.put(key, b"here", acquire=sid)
+    consul.sessions.destroy(sid)
+    assert consul.kv.get(key) is None
+
+
+def test_lock_returns_the_fencing_index(
+    consul: Consul, prefix: str, new_session: Callable[..., str]
+) -> None:
+    key = f"{prefix}/fenced"
+    first, second = new_session(), new_session()
+    locked = consul.kv.lock(key, b"owner-1", first, flags=CONSUL_LOCK_FLAGS)
+    assert locked is not None
+    stored = consul.kv.get(key)
+    assert stored is not None
+    assert locked.modify_index == stored.modify_index
+    assert locked == stored
+    assert (locked.session, locked.value, locked.flags) == (first, b"owner-1", CONSUL_LOCK_FLAGS)
+    assert consul.kv.lock(key, b"owner-2", second) is None
+    # Re-locking by the holder succeeds; a changed value moves the index forward.
+    again = consul.kv.lock(key, b"owner-1b", first)
+    assert again is not None
+    assert again.modify_index > locked.modify_index
+    assert consul.kv.put(key, b"", release=first)
+    taken = consul.kv.lock(key, b"owner-2", second)
+    assert taken is not None
+    assert taken.session == second
+    assert taken.modify_index > again.modify_index
+
+
+def test_lock_with_destroyed_session(consul: Consul, prefix: str) -> None:
+    sid = consul.sessions.create()
+    consul.sessions.destroy(sid)
+    with pytest.raises(SessionNotFound, match="invalid session"):
+        consul.kv.lock(f"{prefix}/k", b"", sid)
+
+
+def test_txn_success_and_rollback(consul: Consul, prefix: str) -> None:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    ok = consul.kv.txn(
+        [
+            {"KV": {"Verb": "set", "Key": f"{prefix}/t1", "Value": b64(b"one")}},
+            {"KV": {"Verb": "set", "Key": f"{prefix}/t2", "Value": b64(b"two"), "Flags": 3}},
+            {"KV": {"Verb": "get", "Key": f"{prefix}/t1"}},
+        ]
+    )
+    assert ok.ok is True
+    assert ok.errors == ()
+    assert len(ok.entries) == 3
+    read = ok.entries[2]
+    assert read is not None
+    assert (read.key, read.value) == (f"{prefix}/t1", b"one")
+    assert ok.entries[1] is not None
+    assert ok.entries[1].flags == 3
+    t2 = consul.kv.get(f"{prefix}/t2")
+    assert t2 is not None
+    failed = consul.kv.txn(
+        [
+            {"KV": {"Verb": "set", "Key": f"{prefix}/t3", "Value": b64(b"three")}},
+            {
+                "KV": {
+                    "Verb": "cas",
+                    "Key": f"{prefix}/t2",
+                    "Value": "",
+                    "Index": t2.modify_index + 99,
+                }
+            },
+        ]
+    )
+    assert failed.ok is False
+    assert failed.entries == ()
+    assert failed.errors
+    assert any("index" in e.lower() for e in failed.errors)
+    assert consul.kv.get(f"{prefix}/t3") is None  # rolled back
+
+
+def test_blocking_get_woken_by_a_write(consul: Consul, prefix: str) -> None:
+    key = f"{prefix}/watched"
+    consul.kv.put(key, b"before")
+    first = consul.kv.get_with_meta(key)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(consul.kv.get_with_meta, key, index=first.meta.index, wait="60s")
+        consul.kv.put(key, b"after")
+        woken = future.result(timeout=WOKEN_WITHIN)
+    assert woken.meta.index > first.meta.index
+    assert woken.value is not None
+    assert woken.value.value == b"after"
+
+
+def test_blocking_list_woken_by_a_new_key(consul: Consul, prefix: str) -> None:
+    first = consul.kv.list_with_meta(f"{prefix}/")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(
+            consul.kv.list_with_meta, f"{prefix}/", index=first.meta.index, wait="60s"
+        )
+        consul.kv.put(f"{prefix}/new", b"1")
+        woken = future.result(timeout=WOKEN_WITHIN)
+    assert woken.meta.index > first.meta.index
+    assert [e.key for e in woken.value] == [f"{prefix}/new"]
+
+
+def test_kv_entry_from_json_rejects_bad_objects() -> None:
+    with pytest.raises(ProtocolError):
+        KVEntry.from_json({"Value": "AA=="})
+    with pytest.raises(ProtocolError):
+        KVEntry.from_json({"Key": "k", "Value": "not base64!"})
