@@ -173,7 +173,10 @@ def _split_address(raw: str) -> tuple[str | None, str, int]:
     text = raw.strip()
     scheme: str | None = None
     if "://" in text:
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+            raise ConfigurationError(f"address: cannot parse {raw!r}: {exc}") from exc
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError(f"address: cannot use {raw!r} (expected http(s)://host:port)")
