@@ -7,6 +7,8 @@ Threads of a running manager (all daemons, all stopped by :meth:`LockManager.clo
   deadline passes without a successful renewal;
 * **watcher**: one recursive blocking query over the common prefix of all held keys
   notices keys released, deleted or taken by others and sessions invalidated;
+* **cleanup**: releases the keys of a session presumed lost, then destroys it (retried
+  until Consul answers, so nobody waits on a lock nobody uses);
 * **dispatcher**: runs user callbacks, one at a time, never under an internal lock and
   never on the renewer's or watcher's thread; an exception in a callback is logged.
 
@@ -43,6 +45,7 @@ from locksmith._core import (
     SleepUntil,
     check_transition,
     classify_loss,
+    settle_reason,
     watch_prefix,
 )
 from locksmith._durations import Duration
@@ -145,9 +148,7 @@ class _SessionState:
 class _SessionHandle:
     """One session as the manager tracks it."""
 
-    def __init__(
-        self, sid: str, *, owned: bool, lock_delay: float, timer: LeaseTimer
-    ) -> None:
+    def __init__(self, sid: str, *, owned: bool, lock_delay: float, timer: LeaseTimer) -> None:
         self.id = sid
         self.owned = owned
         self.lock_delay = lock_delay
@@ -160,6 +161,13 @@ class _Hold:
     lock: Lock
     lease: Lease
     session: _SessionHandle
+
+
+class _Again:
+    """Internal: the acquire loop should go round again."""
+
+
+_AGAIN = _Again()
 
 
 class _Dispatcher:
@@ -198,6 +206,11 @@ class _Dispatcher:
                     event_type=type(event).__name__,
                     key=getattr(event, "key", None),
                 )
+
+
+def _check_callback(callback: object) -> None:
+    if not callable(callback):
+        raise ValidationError("callback", f"must be callable, got {callback!r}")
 
 
 class Lock:
@@ -250,8 +263,10 @@ class Lock:
     def on_lost(self, callback: Callable[[LossEvent], object]) -> Callable[[LossEvent], object]:
         """Call ``callback(event)`` whenever a lease of this lock is lost (once per lease).
 
-        Returns the callback, so this works as a decorator.
+        Callbacks run on the manager's callback thread. Returns the callback, so this
+        works as a decorator.
         """
+        _check_callback(callback)
         self._callbacks.append(callback)
         return callback
 
@@ -266,29 +281,35 @@ class Lock:
         Args:
             blocking: False: try once and return None if the key is busy.
             timeout: Seconds to wait at most (None: forever). ``0`` tries once and raises
-                :class:`LockTimeout` if busy.
+                :class:`LockTimeout` if busy. Not allowed with ``blocking=False``.
 
         Returns:
             The :class:`Lease`, or None (only with ``blocking=False``).
 
         Raises:
+            ValidationError: Bad ``blocking`` or ``timeout`` (before any request).
             LockTimeout: The deadline passed.
             LockConflict: The key belongs to another kind of lock (foreign flags).
             ManagerClosed: The manager was closed.
             ConsulUnavailable: Consul could not be reached (non-blocking calls only;
                 blocking calls retry until their deadline).
         """
-        mgr = self._mgr
-        clock = mgr._clock
+        if not isinstance(blocking, bool):
+            raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, int | float):
                 raise ValidationError("timeout", f"must be seconds or None, got {timeout!r}")
-            if timeout < 0 or math.isnan(timeout):
+            if math.isnan(timeout) or timeout < 0:
                 raise ValidationError("timeout", f"must be >= 0, got {timeout!r}")
+            if not blocking:
+                raise ValidationError("timeout", "cannot be combined with blocking=False")
+        mgr = self._mgr
+        clock = mgr._clock
         mgr._ensure_running()
         now = clock.monotonic()
+        deadline: float | None
         if not blocking:
-            deadline: float | None = now
+            deadline = now
         elif timeout is None or math.isinf(timeout):
             deadline = None
         else:
@@ -311,51 +332,69 @@ class Lock:
     ) -> Lease | None:
         mgr = self._mgr
         clock = mgr._clock
-        kv = mgr._consul.kv
         planner = AcquirePlanner(deadline)
-        unavailable_backoff = 0.05
-        while True:
-            mgr._check_open()
-            try:
-                if not self._flags_checked:
-                    self._check_flags(kv.get(self.key))
-                sess = mgr._ensure_session()
-            except ConsulUnavailable as exc:
-                if not blocking or planner.remaining(clock.monotonic()) <= 0:
-                    if blocking:
+        backoff = _RETRY_START
+        ambiguous: set[str] = set()  # sessions whose acquire request got no answer
+        delay_seen: list[bool | None] = [None]  # known-ness of the last lock-delay event
+        try:
+            while True:
+                mgr._check_open()
+                try:
+                    step = self._attempt(planner, blocking, ambiguous, delay_seen)
+                except ConsulUnavailable as exc:
+                    now = clock.monotonic()
+                    if not blocking:
+                        raise
+                    if planner.remaining(now) <= 0:
                         raise LockTimeout(
                             f"could not acquire {self.key!r} within {timeout}s: {exc}"
                         ) from exc
-                    raise
-                log.warning("lock.acquire_retry", key=self.key, error=str(exc))
-                mgr._wait_until(min(clock.monotonic() + unavailable_backoff, deadline or math.inf))
-                unavailable_backoff = min(unavailable_backoff * 2, 2.0)
-                continue
+                    log.warning("lock.acquire_retry", key=self.key, error=str(exc))
+                    end = deadline if deadline is not None else math.inf
+                    mgr._wait_until(min(now + backoff, end))
+                    backoff = min(backoff * 2, _RETRY_CAP)
+                    continue
+                except GiveUpError as exc:
+                    raise LockTimeout(f"could not acquire {self.key!r} within {timeout}s") from exc
+                backoff = _RETRY_START
+                if isinstance(step, Lease):
+                    ambiguous.discard(step.session_id)
+                    return step
+                if step is None:
+                    return None
+        finally:
+            # An acquire request that timed out may have succeeded on the server: give such
+            # a key back so it is not held by a session nobody uses for it.
+            for sid in ambiguous:
+                mgr._queue_release(self.key, sid, self.value, self.flags)
+
+    def _attempt(
+        self,
+        planner: AcquirePlanner,
+        blocking: bool,
+        ambiguous: set[str],
+        delay_seen: list[bool | None],
+    ) -> Lease | _Again | None:
+        mgr = self._mgr
+        clock = mgr._clock
+        kv = mgr._consul.kv
+        if not self._flags_checked:
+            self._check_flags(kv.get(self.key))
+        sess = mgr._ensure_session()
+        with mgr._claims_cv:
+            mgr._check_open()
+            mgr._inflight += 1
+        try:
             try:
-                entry = kv.lock(
-                    self.key,
-                    self.value,
-                    sess.id,
-                    flags=self.flags,
-                    timeout=mgr._request_timeout(planner.remaining(clock.monotonic())),
-                )
+                entry = kv.lock(self.key, self.value, sess.id, flags=self.flags)
             except SessionNotFound:
                 mgr._session_gone(sess, LossReason.SESSION_INVALIDATED, confirmed=True)
                 if not sess.owned:
                     raise
-                continue
-            except ConsulUnavailable as exc:
-                if not blocking or planner.remaining(clock.monotonic()) <= 0:
-                    if blocking:
-                        raise LockTimeout(
-                            f"could not acquire {self.key!r} within {timeout}s: {exc}"
-                        ) from exc
-                    raise
-                log.warning("lock.acquire_retry", key=self.key, error=str(exc))
-                until = min(clock.monotonic() + unavailable_backoff, deadline or math.inf)
-                mgr._wait_until(until)
-                unavailable_backoff = min(unavailable_backoff * 2, 2.0)
-                continue
+                return _AGAIN
+            except ConsulUnavailable:
+                ambiguous.add(sess.id)
+                raise
             if entry is not None:
                 lease = Lease(
                     key=self.key,
@@ -367,39 +406,40 @@ class Lock:
                 )
                 if mgr._register_hold(self, sess, lease):
                     return lease
-                continue  # the session ended while we acquired: start over on a new one
-            if not blocking:
-                return None
-            # Busy, or in a lock-delay window: find out which, then wait accordingly.
-            res = kv.get_with_meta(self.key)
-            cur = res.value
-            self._check_flags(cur)
-            holder = cur.session if cur is not None else None
-            if holder is not None:
-                mgr._remember_holder(holder)
-            action = planner.after_failure(
-                clock.monotonic(),
-                holder=holder,
-                index=res.meta.index,
-                hint=mgr._hints.get(self.key),
-            )
-            if isinstance(action, GiveUp):
-                raise LockTimeout(f"could not acquire {self.key!r} within {timeout}s")
-            if isinstance(action, SleepUntil):
+                return _AGAIN  # the session ended while we acquired: start over on a new one
+        finally:
+            with mgr._claims_cv:
+                mgr._inflight -= 1
+                mgr._claims_cv.notify_all()
+        if not blocking:
+            return None
+        # Busy, or in a lock-delay window: find out which, then wait accordingly.
+        res = kv.get_with_meta(self.key)
+        cur = res.value
+        self._check_flags(cur)
+        holder = cur.session if cur is not None else None
+        if holder is not None:
+            mgr._remember_holder(holder)
+        action = planner.after_failure(
+            clock.monotonic(), holder=holder, index=res.meta.index, hint=mgr._hint(self.key)
+        )
+        if isinstance(action, GiveUp):
+            raise GiveUpError
+        if isinstance(action, SleepUntil):
+            if delay_seen[0] is None or delay_seen[0] != action.known:
+                delay_seen[0] = action.known
                 mgr._lock_delay_entered(self.key, action)
-                mgr._wait_until(action.until)
-                continue
-            # WatchKey: block until the key changes (the holder releases or its session ends).
-            woke = mgr._watch_key(self.key, action.index, action.wait)
-            if woke is not None and holder is not None:
-                new_holder = woke.session if woke.value_present else None
-                if new_holder != holder:
-                    mgr._holder_gone(self.key, holder)
+            mgr._wait_until(action.until)
+            return _AGAIN
+        delay_seen[0] = None
+        # WatchKey: block until the key changes (the holder releases or its session ends).
+        woke = mgr._watch_key(self.key, action.index, min(action.wait, mgr._max_block()))
+        if holder is not None and woke.session != holder:
+            mgr._holder_gone(self.key, holder)
+        return _AGAIN
 
     def _check_flags(self, entry: KVEntry | None) -> None:
-        if entry is not None and entry.flags != self.flags and (
-            entry.session is not None or entry.flags != 0 or self.flags != 0
-        ):
+        if entry is not None and entry.flags != self.flags:
             raise LockConflict(
                 f"key {self.key!r} has flags {entry.flags:#x}, this lock uses {self.flags:#x}: "
                 "it belongs to another kind of lock"
@@ -411,7 +451,9 @@ class Lock:
         """Release the lock with ``?release=`` (no lock-delay for the next holder).
 
         Returns:
-            True if a held lock was released; False if its lease had already been lost.
+            True if a held lock was released; False if its lease had already been lost
+            (or its deadline had passed: then it is presumed lost now, and ``on_lost``
+            fires).
 
         Raises:
             NotHeld: The lock is not held (never acquired, or already released).
@@ -430,6 +472,7 @@ class Lock:
             The ModifyIndex of the written key.
 
         Raises:
+            ValidationError: Bad ``key`` or ``value`` (before any request).
             LockLost: The lease is gone (locally presumed or refused by Consul).
         """
         key = check_key(key)
@@ -445,12 +488,17 @@ class Lock:
             {"KV": {"Verb": "check-session", "Key": self.key, "Session": lease.session_id}},
             {"KV": {"Verb": "set", "Key": key, "Value": base64.b64encode(data).decode()}},
         ]
-        out = mgr._consul.kv.txn(
-            ops,
-            operation="kv.fenced_put",
-            resource=key,
-            timeout=mgr._request_timeout(remaining),
-        )
+        try:
+            out = mgr._consul.kv.txn(
+                ops,
+                operation="kv.fenced_put",
+                resource=key,
+                timeout=mgr._request_timeout(remaining),
+            )
+        except SessionNotFound as exc:
+            raise LockLost(
+                f"fenced write to {key!r} refused: session {lease.session_id} is gone"
+            ) from exc
         if not out.ok:
             raise LockLost(
                 f"fenced write to {key!r} refused: the lock on {self.key!r} is no longer held "
@@ -475,12 +523,28 @@ class Lock:
             self.release()
 
 
+class GiveUpError(Exception):
+    """Internal: the acquire deadline passed."""
+
+
 @dataclass(frozen=True)
 class _KeyWake:
     """What a blocking read on one key returned."""
 
     session: str | None
-    value_present: bool
+
+
+#: First and largest retry interval of an acquire while Consul is unreachable.
+_RETRY_START = 0.05
+_RETRY_CAP = 2.0
+#: Blocking-query wait used while a thread cannot be interrupted (no transport support):
+#: bounds how long close() and re-watching may be held up.
+_UNINTERRUPTIBLE_WAIT = 5.0
+#: Timeout of one cleanup request (release of a presumed-lost key, destroy).
+_CLEANUP_TIMEOUT = 2.0
+#: Retry intervals of the cleanup thread.
+_CLEANUP_START = 0.25
+_CLEANUP_CAP = 2.0
 
 
 class LockManager(RecipesMixin):
@@ -505,6 +569,9 @@ class LockManager(RecipesMixin):
             it but never destroys it; if it ends, acquires raise SessionNotFound.
         renew_fraction: Renew after this fraction of the TTL (default 1/3).
         clock: The clock (tests of timing logic inject one).
+
+    Raises:
+        ValidationError: An argument is out of range (no I/O is done).
     """
 
     def __init__(
@@ -522,6 +589,8 @@ class LockManager(RecipesMixin):
         renew_fraction: float = 1 / 3,
         clock: Clock | None = None,
     ) -> None:
+        if consul is not None and not isinstance(consul, Consul):
+            raise ValidationError("consul", f"must be a locksmith.Consul or None, got {consul!r}")
         self.ttl = check_ttl(ttl)
         self.lock_delay = check_lock_delay(lock_delay)
         self.behavior = check_behavior(behavior)
@@ -530,9 +599,15 @@ class LockManager(RecipesMixin):
         self.service_checks = check_checks(service_checks, "service_checks")
         self.node = check_name(node, "node") if node is not None else None
         self.session_id = check_session_id(session_id) if session_id is not None else None
-        if not 0 < renew_fraction < 1:
+        if (
+            isinstance(renew_fraction, bool)
+            or not isinstance(renew_fraction, int | float)
+            or not 0 < renew_fraction < 1
+        ):
             raise ValidationError("renew_fraction", f"must be in (0, 1), got {renew_fraction!r}")
-        self.renew_fraction = renew_fraction
+        if clock is not None and not isinstance(clock, Clock):
+            raise ValidationError("clock", f"must be a locksmith.Clock, got {clock!r}")
+        self.renew_fraction = float(renew_fraction)
         self._owns_consul = consul is None
         self._consul = consul if consul is not None else Consul()
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -543,15 +618,19 @@ class LockManager(RecipesMixin):
         self._session: _SessionHandle | None = None
         self._holds: dict[str, _Hold] = {}
         self._claims: dict[str, Lock] = {}
+        self._inflight = 0
         self._hints: dict[str, DelayHint] = {}
         self._holder_delays: dict[str, float | None] = {}
-        self._pending_releases: dict[str, str] = {}
+        self._pending_releases: dict[tuple[str, str], tuple[bytes, int]] = {}
+        self._pending_destroys: set[str] = set()
         self._lock_delay_callbacks: list[Callable[[LockDelayEvent], object]] = []
         self._lost_callbacks: list[Callable[[LossEvent], object]] = []
         self._stop = threading.Event()
         self._renew_wake = threading.Event()
         self._watch_wake = threading.Event()
+        self._cleanup_wake = threading.Event()
         self._watch_prefix: str | None = None
+        self._rewatch = False
         self._watcher_ident: int | None = None
         self._waiting: set[int] = set()
         self._threads: list[threading.Thread] = []
@@ -585,20 +664,27 @@ class LockManager(RecipesMixin):
             key: The KV key to lock.
             value: Written to the key on acquisition (shown to observers).
             flags: KV flags to mark the key with (Consul's recipes use them).
+
+        Raises:
+            ValidationError: A bad key, value or flags.
         """
+        key = check_key(key)
+        data = check_value(value)
         if isinstance(flags, bool) or not isinstance(flags, int) or not 0 <= flags < 2**64:
             raise ValidationError("flags", f"must be an unsigned 64-bit integer, got {flags!r}")
-        return Lock(self, check_key(key), check_value(value), flags)
+        return Lock(self, key, data, flags)
 
     def on_lock_delay(
         self, callback: Callable[[LockDelayEvent], object]
     ) -> Callable[[LockDelayEvent], object]:
         """Call ``callback(event)`` when an acquire is held up by a lock-delay window."""
+        _check_callback(callback)
         self._lock_delay_callbacks.append(callback)
         return callback
 
     def on_lost(self, callback: Callable[[LossEvent], object]) -> Callable[[LossEvent], object]:
         """Call ``callback(event)`` when any lock of this manager is lost."""
+        _check_callback(callback)
         self._lost_callbacks.append(callback)
         return callback
 
@@ -617,38 +703,56 @@ class LockManager(RecipesMixin):
         """Release every held key, destroy the session (if created here), stop threads.
 
         Idempotent. Errors talking to Consul are logged, not raised: the session's TTL
-        cleans up whatever could not be released.
+        cleans up whatever could not be released. Acquires blocked in other threads end
+        with :class:`ManagerClosed`.
+
+        Args:
+            timeout: Seconds to wait for in-flight acquires and for each thread to stop.
         """
         if self._state in (ManagerState.NEW, ManagerState.RUNNING):
-            self._close_recipes(timeout)
-        with self._mu:
+            self._close_recipes(timeout)  # registrations, semaphores, the companion manager
+        with self._claims_cv:
             if self._state in (ManagerState.CLOSING, ManagerState.CLOSED):
                 return
             check_transition(self._state, ManagerState.CLOSING)
             self._state = ManagerState.CLOSING
-            holds = list(self._holds.values())
-            self._holds.clear()
-            session = self._session
-            self._session = None
-            for h in holds:
-                h.lock._set_state(LockState.RELEASING)
-            waiting = list(self._waiting)
             self._claims_cv.notify_all()
         self._stop.set()
         self._renew_wake.set()
         self._watch_wake.set()
+        self._cleanup_wake.set()
+        with self._claims_cv:
+            # An acquire request in flight either registers its hold (released below) or
+            # gives its key back itself: wait for those before the session is destroyed,
+            # else the destroy would put its key under lock-delay.
+            self._claims_cv.wait_for(lambda: self._inflight == 0, timeout)
+            holds = list(self._holds.values())
+            self._holds.clear()
+            session = self._session
+            self._session = None
+            if session is not None:
+                session.state = _SessionState.ENDED
+            for h in holds:
+                h.lock._set_state(LockState.RELEASING)
+            waiting = list(self._waiting)
         for h in holds:
             try:
-                self._consul.kv.put(h.lease.key, h.lease.value, release=h.lease.session_id)
+                self._consul.kv.put(
+                    h.lease.key, h.lease.value, release=h.lease.session_id, flags=h.lease.flags
+                )
                 log.info("lock.released", key=h.lease.key, session_id=h.lease.session_id)
             except LocksmithError as exc:
                 log.warning(
-                    "lock.release_failed", key=h.lease.key, session_id=h.lease.session_id,
+                    "lock.release_failed",
+                    key=h.lease.key,
+                    session_id=h.lease.session_id,
                     error=str(exc),
                 )
-            with self._mu:
+            with self._claims_cv:
                 h.lock._set_state(LockState.UNLOCKED)
                 h.lock._lease = None
+                if self._claims.get(h.lock.key) is h.lock:
+                    del self._claims[h.lock.key]
         if session is not None and session.owned:
             try:
                 self._consul.sessions.destroy(session.id)
@@ -661,6 +765,8 @@ class LockManager(RecipesMixin):
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout)
+        if self._has_cleanup():
+            self._cleanup_once()  # last try for presumed-lost keys and sessions
         self._dispatcher.stop(timeout)
         if self._owns_consul:
             self._consul.close()
@@ -682,16 +788,30 @@ class LockManager(RecipesMixin):
                 raise ManagerClosed("the LockManager is closed")
             self._state = ManagerState.RUNNING
         self._dispatcher.start("locksmith-callbacks")
-        for name, target in (("locksmith-renew", self._renew_loop), ("locksmith-watch", self._watch_loop)):
+        for name, target in (
+            ("locksmith-renew", self._renew_loop),
+            ("locksmith-watch", self._watch_loop),
+            ("locksmith-cleanup", self._cleanup_loop),
+        ):
             t = threading.Thread(target=target, name=name, daemon=True)
             self._threads.append(t)
             t.start()
 
+    def _can_interrupt(self) -> bool:
+        return callable(getattr(self._consul, "_interrupt", None))
+
     def _interrupt(self, ident: int) -> None:
         """Cut short a blocking query that thread ``ident`` is waiting in."""
-        interrupt = getattr(self._consul, "_interrupt", None)  # TODO(lead): transport support
-        if interrupt is not None:
-            interrupt(ident)
+        interrupt = getattr(self._consul, "_interrupt", None)
+        if callable(interrupt):
+            try:
+                interrupt(ident)
+            except LocksmithError as exc:
+                log.debug("interrupt.failed", error=str(exc))
+
+    def _max_block(self) -> float:
+        """The longest blocking-query wait: short while blocked threads cannot be interrupted."""
+        return _WATCH_WAIT if self._can_interrupt() else _UNINTERRUPTIBLE_WAIT
 
     def _check_open(self) -> None:
         if self._state is not ManagerState.RUNNING:
@@ -711,7 +831,7 @@ class LockManager(RecipesMixin):
     # -- local exclusion -----------------------------------------------------------------
     def _claim(self, lock: Lock, deadline: float | None) -> bool:
         with self._claims_cv:
-            while self.key_claimed(lock.key):
+            while lock.key in self._claims:
                 self._check_open()
                 now = self._clock.monotonic()
                 if deadline is not None and now >= deadline:
@@ -721,10 +841,6 @@ class LockManager(RecipesMixin):
             self._claims[lock.key] = lock
             lock._set_state(LockState.ACQUIRING)
             return True
-
-    def key_claimed(self, key: str) -> bool:
-        """Whether a lock of this manager holds or is acquiring ``key`` (caller holds _mu)."""
-        return key in self._claims
 
     def _unclaim(self, lock: Lock, state: LockState) -> None:
         with self._claims_cv:
@@ -776,16 +892,14 @@ class LockManager(RecipesMixin):
                     timer=LeaseTimer(self.ttl, started, self.renew_fraction),
                 )
             with self._mu:
-                if self._state is not ManagerState.RUNNING:
-                    closing = True
-                else:
-                    closing = False
+                closing = self._state is not ManagerState.RUNNING
+                if not closing:
                     self._session = s
             if closing:
                 if s.owned:
                     self._consul.sessions.destroy(s.id)
                 raise ManagerClosed("the LockManager is closed")
-            log.info("session.created", session_id=s.id, ttl=self.ttl, lock_delay=s.lock_delay)
+            log.info("session.created", session_id=s.id, ttl=s.timer.ttl, lock_delay=s.lock_delay)
             self._renew_wake.set()
             return s
 
@@ -798,39 +912,39 @@ class LockManager(RecipesMixin):
             timer=LeaseTimer(info.ttl, started, self.renew_fraction),
         )
 
-    def _session_gone(
-        self, s: _SessionHandle, reason: LossReason, *, confirmed: bool
-    ) -> None:
-        """End a session: every lock it held is lost; clean up what it may still hold."""
+    def _session_gone(self, s: _SessionHandle, reason: LossReason, *, confirmed: bool) -> None:
+        """End a session: every lock it held is lost; clean up what it may still hold.
+
+        Args:
+            s: The session.
+            reason: What was observed.
+            confirmed: Whether the server said the session is gone (else it may still
+                hold our keys: they are released and the session destroyed, in the
+                background, so that nobody waits on locks nobody uses).
+        """
         now = self._clock.monotonic()
         with self._claims_cv:
             if s.state != _SessionState.ACTIVE:
                 return
             s.state = _SessionState.ENDED
+            reason = settle_reason(reason, s.timer.valid(now))
             if self._session is s:
                 self._session = None
             lost = [h for h in self._holds.values() if h.session is s]
             for h in lost:
                 del self._holds[h.lease.key]
                 self._lose_locked(h, now)
+            if not confirmed:
+                for h in lost:
+                    self._pending_releases[(h.lease.key, s.id)] = (h.lease.value, h.lease.flags)
+                if s.owned:
+                    self._pending_destroys.add(s.id)
             self._claims_cv.notify_all()
         log.warning("session.lost", session_id=s.id, reason=reason.value, locks=len(lost))
         for h in lost:
             self._announce_loss(h, reason, now)
         if not confirmed:
-            # Presumed lost: the server may still hold our keys. Give them back now so no
-            # one waits on locks no one uses, then end the session.
-            for h in lost:
-                try:
-                    self._consul.kv.put(h.lease.key, h.lease.value, release=s.id, timeout=2.0)
-                except LocksmithError as exc:
-                    log.info("lock.cleanup_release_failed", key=h.lease.key, session_id=s.id,
-                             error=str(exc))
-            if s.owned:
-                try:
-                    self._consul.sessions.destroy(s.id)
-                except LocksmithError as exc:
-                    log.info("session.cleanup_destroy_failed", session_id=s.id, error=str(exc))
+            self._cleanup_wake.set()
         self._watch_wake.set()
 
     def _lose_locked(self, h: _Hold, now: float) -> None:
@@ -845,7 +959,10 @@ class LockManager(RecipesMixin):
     def _announce_loss(self, h: _Hold, reason: LossReason, now: float) -> None:
         event = LossEvent(key=h.lease.key, reason=reason, lease=h.lease, detected_at=now)
         log.warning(
-            "lock.lost", key=h.lease.key, session_id=h.lease.session_id, reason=reason.value,
+            "lock.lost",
+            key=h.lease.key,
+            session_id=h.lease.session_id,
+            reason=reason.value,
             fencing_token=h.lease.fencing_token,
         )
         self._emit([*h.lock._callbacks, *self._lost_callbacks], event)
@@ -866,11 +983,14 @@ class LockManager(RecipesMixin):
 
     # -- holds ---------------------------------------------------------------------------
     def _register_hold(self, lock: Lock, s: _SessionHandle, lease: Lease) -> bool:
+        now = self._clock.monotonic()
+        rewatch = False
         with self._mu:
             ok = (
                 self._state is ManagerState.RUNNING
                 and s.state == _SessionState.ACTIVE
                 and self._session is s
+                and s.timer.valid(now)
             )
             if ok:
                 self._holds[lease.key] = _Hold(lock, lease, s)
@@ -878,16 +998,23 @@ class LockManager(RecipesMixin):
                 lock._set_state(LockState.HELD)
                 self._hints.pop(lease.key, None)
                 prefix = self._watch_prefix
-                rewatch = prefix is None or not lease.key.startswith(prefix)
+                rewatch = prefix is not None and not lease.key.startswith(prefix)
+                if rewatch:
+                    self._rewatch = True
         if not ok:
             try:
-                self._consul.kv.put(lease.key, lease.value, release=s.id)
+                self._consul.kv.put(lease.key, lease.value, release=s.id, flags=lease.flags)
+            except SessionNotFound:
+                pass
             except LocksmithError as exc:
                 log.info("lock.cleanup_release_failed", key=lease.key, error=str(exc))
+                self._queue_release(lease.key, s.id, lease.value, lease.flags)
             self._check_open()
             return False
         log.info(
-            "lock.acquired", key=lease.key, session_id=lease.session_id,
+            "lock.acquired",
+            key=lease.key,
+            session_id=lease.session_id,
             fencing_token=lease.fencing_token,
         )
         self._watch_wake.set()
@@ -896,6 +1023,7 @@ class LockManager(RecipesMixin):
         return True
 
     def _release(self, lock: Lock) -> bool:
+        now = self._clock.monotonic()
         with self._claims_cv:
             if lock._state is LockState.LOST:
                 lock._set_state(LockState.UNLOCKED)
@@ -904,17 +1032,28 @@ class LockManager(RecipesMixin):
             h = self._holds.get(lock.key)
             if lock._state is not LockState.HELD or h is None or h.lock is not lock:
                 raise NotHeld(f"the lock on {lock.key!r} is not held by this Lock")
-            del self._holds[lock.key]
-            lock._set_state(LockState.RELEASING)
+            expired = not h.session.timer.valid(now)
+            if not expired:
+                del self._holds[lock.key]
+                lock._set_state(LockState.RELEASING)
+        if expired:
+            # Past the lease deadline: the lock is presumed lost, whatever the server says.
+            self._session_gone(h.session, LossReason.LEASE_EXPIRED, confirmed=False)
+            with self._claims_cv:
+                if lock.state is LockState.LOST:  # (not if another thread re-acquired)
+                    lock._set_state(LockState.UNLOCKED)
+                    lock._lease = None
+            return False
         lease = h.lease
         try:
-            self._consul.kv.put(lease.key, lease.value, release=lease.session_id)
+            self._consul.kv.put(
+                lease.key, lease.value, release=lease.session_id, flags=lease.flags
+            )
         except SessionNotFound:
             pass  # the session ended: the key is released (or deleted) already
         except ConsulUnavailable:
             # Keep trying in the background: a key we no longer use must not stay locked.
-            with self._mu:
-                self._pending_releases[lease.key] = lease.session_id
+            self._queue_release(lease.key, lease.session_id, lease.value, lease.flags)
             log.warning("lock.release_deferred", key=lease.key, session_id=lease.session_id)
         finally:
             lock._lease = None
@@ -923,16 +1062,22 @@ class LockManager(RecipesMixin):
         return True
 
     # -- waiting for holders -------------------------------------------------------------
+    def _hint(self, key: str) -> DelayHint | None:
+        with self._mu:
+            return self._hints.get(key)
+
     def _remember_holder(self, sid: str) -> None:
-        if sid in self._holder_delays:
-            return
+        with self._mu:
+            if sid in self._holder_delays:
+                return
         try:
             info = self._consul.sessions.info(sid)
         except LocksmithError:
             info = None
-        if len(self._holder_delays) > 4096:
-            self._holder_delays.clear()
-        self._holder_delays[sid] = info.lock_delay if info is not None else None
+        with self._mu:
+            if len(self._holder_delays) > 4096:
+                self._holder_delays.clear()
+            self._holder_delays[sid] = info.lock_delay if info is not None else None
 
     def _holder_gone(self, key: str, sid: str) -> None:
         now = self._clock.monotonic()
@@ -940,68 +1085,66 @@ class LockManager(RecipesMixin):
             self._hints[key] = DelayHint(now, self._holder_delays.get(sid), sid)
 
     def _lock_delay_entered(self, key: str, action: SleepUntil) -> None:
-        hint = self._hints.get(key)
+        hint = self._hint(key)
         event = LockDelayEvent(
             key=key,
             until=action.until,
             known=action.known,
             previous_session=hint.session_id if hint else None,
         )
-        log.info("lock.lock_delay", key=key, until=action.until, known=action.known,
-                 previous_session=event.previous_session)
+        log.info(
+            "lock.lock_delay",
+            key=key,
+            until=action.until,
+            known=action.known,
+            previous_session=event.previous_session,
+        )
         self._emit(self._lock_delay_callbacks, event)
 
-    def _watch_key(self, key: str, index: int, wait: float) -> _KeyWake | None:
+    def _watch_key(self, key: str, index: int, wait: float) -> _KeyWake:
         ident = threading.get_ident()
         with self._mu:
+            self._check_open()
             self._waiting.add(ident)
         try:
             res = self._consul.kv.get_with_meta(key, index=index or None, wait=max(wait, 0.001))
-        except ConsulUnavailable as exc:
-            self._check_open()
-            log.info("lock.wait_retry", key=key, error=str(exc))
-            self._wait_until(self._clock.monotonic() + 0.2)
-            return None
+        except ConsulUnavailable:
+            self._check_open()  # interrupted by close(): ManagerClosed
+            raise
         finally:
             with self._mu:
                 self._waiting.discard(ident)
         self._check_open()
         e = res.value
-        return _KeyWake(session=e.session if e else None, value_present=e is not None)
+        return _KeyWake(session=e.session if e else None)
 
     # -- renewer -------------------------------------------------------------------------
     def _renew_loop(self) -> None:
+        clock = self._clock
         while not self._stop.is_set():
+            self._renew_wake.clear()
             with self._mu:
                 s = self._session
-                pending = dict(self._pending_releases)
-            if pending:
-                self._retry_pending_releases(pending)
-            if s is None:
-                self._renew_wake.wait()
-                self._renew_wake.clear()
-                continue
-            decision = s.timer.decide(self._clock.monotonic())
-            if decision is None:  # no TTL: nothing to renew
-                self._renew_wake.wait()
-                self._renew_wake.clear()
-                continue
-            if isinstance(decision, PresumeLost):
-                self._session_gone(s, LossReason.LEASE_EXPIRED, confirmed=False)
-                continue
-            assert isinstance(decision, RenewAt)
-            if self._clock.wait_until(decision.at, self._renew_wake):
-                self._renew_wake.clear()
-                continue
-            self._renew(s)
+            wake = math.inf
+            if s is not None and s.state == _SessionState.ACTIVE:
+                decision = s.timer.decide(clock.monotonic())
+                if isinstance(decision, PresumeLost):
+                    self._session_gone(s, LossReason.LEASE_EXPIRED, confirmed=False)
+                    continue
+                if isinstance(decision, RenewAt):
+                    if clock.monotonic() >= decision.at:
+                        self._renew(s)
+                        continue
+                    wake = decision.at
+            clock.wait_until(wake, self._renew_wake)
 
     def _renew(self, s: _SessionHandle) -> None:
         clock = self._clock
 
         def attempt() -> None:
             now = clock.monotonic()
-            if not s.timer.valid(now) or s.state != _SessionState.ACTIVE:
-                raise _LeaseOver
+            if self._stop.is_set() or s.state != _SessionState.ACTIVE or not s.timer.valid(now):
+                raise _LeaseOverError
             info = self._consul.sessions.renew(
                 s.id, timeout=self._request_timeout(s.timer.remaining(now))
             )
@@ -1009,43 +1152,95 @@ class LockManager(RecipesMixin):
                 s.timer.renewed(now, info.ttl)
             log.debug("session.renewed", session_id=s.id, ttl=info.ttl)
 
+        def sleep(seconds: float) -> None:
+            self._stop.wait(seconds)
+
+        def before_sleep(rs: tenacity.RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome is not None else None
+            log.warning(
+                "session.renew_failed", session_id=s.id, attempt=rs.attempt_number, error=str(exc)
+            )
+
         budget = s.timer.remaining(clock.monotonic())
         ttl = s.timer.ttl or 10.0
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(ConsulUnavailable),
             wait=tenacity.wait_random_exponential(multiplier=0.1, max=max(0.5, ttl / 10)),
             stop=tenacity.stop_before_delay(budget),
-            sleep=lambda seconds: self._stop.wait(seconds) and None,
-            before_sleep=lambda rs: log.warning(
-                "session.renew_failed",
-                session_id=s.id,
-                attempt=rs.attempt_number,
-                error=str(rs.outcome.exception()) if rs.outcome else None,
-            ),
+            sleep=sleep,
+            before_sleep=before_sleep,
             reraise=True,
         )
         try:
             retrying(attempt)
         except SessionNotFound:
             self._session_gone(s, LossReason.SESSION_INVALIDATED, confirmed=True)
-        except _LeaseOver:
-            pass  # the loop presumes the loss
+        except _LeaseOverError:
+            pass  # the loop presumes the loss (or the manager is closing)
         except LocksmithError as exc:
             log.warning("session.renew_failed", session_id=s.id, error=str(exc), final=True)
-            # Nothing more to try before the deadline: wait for it, then presume the loss.
-            clock.wait_until(s.timer.deadline, self._stop)
+            # Nothing more to try before the deadline: wait for it, then presume the loss
+            # (a renewal by the watcher in the meantime moves the deadline).
+            clock.wait_until(s.timer.deadline, self._renew_wake)
 
-    def _retry_pending_releases(self, pending: dict[str, str]) -> None:
-        for key, sid in pending.items():
-            try:
-                self._consul.kv.put(key, b"", release=sid, timeout=2.0)
-            except SessionNotFound:
-                pass
-            except LocksmithError:
+    # -- cleanup -------------------------------------------------------------------------
+    def _queue_release(self, key: str, sid: str, value: bytes, flags: int = 0) -> None:
+        with self._mu:
+            self._pending_releases[(key, sid)] = (value, flags)
+        self._cleanup_wake.set()
+
+    def _has_cleanup(self) -> bool:
+        with self._mu:
+            return bool(self._pending_releases or self._pending_destroys)
+
+    def _cleanup_loop(self) -> None:
+        backoff = _CLEANUP_START
+        while not self._stop.is_set():
+            self._cleanup_wake.clear()
+            if not self._has_cleanup():
+                self._cleanup_wake.wait()
                 continue
+            if self._cleanup_once():
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _CLEANUP_CAP)
+            else:
+                backoff = _CLEANUP_START
+
+    def _cleanup_once(self) -> bool:
+        """Release presumed-lost keys, then destroy their sessions. True if work remains."""
+        with self._mu:
+            releases = dict(self._pending_releases)
+            destroys = set(self._pending_destroys)
+        for (key, sid), (value, flags) in releases.items():
+            try:
+                self._consul.kv.put(
+                    key, value, release=sid, flags=flags, timeout=_CLEANUP_TIMEOUT
+                )
+                log.info("lock.cleanup_released", key=key, session_id=sid)
+            except SessionNotFound:
+                pass  # the session is gone: so is its hold on the key
+            except ConsulUnavailable as exc:
+                log.info("lock.cleanup_retry", key=key, session_id=sid, error=str(exc))
+                continue
+            except LocksmithError as exc:
+                log.warning("lock.cleanup_release_failed", key=key, session_id=sid, error=str(exc))
             with self._mu:
-                if self._pending_releases.get(key) == sid:
-                    del self._pending_releases[key]
+                self._pending_releases.pop((key, sid), None)
+        with self._mu:
+            busy = {sid for (_, sid) in self._pending_releases}
+        # Destroy only after the keys are released: a destroy would put them under lock-delay.
+        for sid in destroys - busy:
+            try:
+                self._consul.sessions.destroy(sid)
+                log.info("session.destroyed", session_id=sid, cleanup=True)
+            except ConsulUnavailable as exc:
+                log.info("session.cleanup_retry", session_id=sid, error=str(exc))
+                continue
+            except LocksmithError as exc:
+                log.warning("session.cleanup_destroy_failed", session_id=sid, error=str(exc))
+            with self._mu:
+                self._pending_destroys.discard(sid)
+        return self._has_cleanup()
 
     # -- watcher -------------------------------------------------------------------------
     def _watch_loop(self) -> None:
@@ -1054,58 +1249,71 @@ class LockManager(RecipesMixin):
         prefix: str | None = None
         backoff = 0.1
         while not self._stop.is_set():
+            self._watch_wake.clear()
             with self._mu:
                 s = self._session
                 holds = {k: h for k, h in self._holds.items() if h.session is s}
-            if s is None or not holds:
-                self._watch_wake.wait()
-                self._watch_wake.clear()
+                if s is None or not holds:
+                    self._watch_prefix = None
+                else:
+                    p = watch_prefix(set(holds))
+                    if p != prefix:
+                        index = 0
+                    prefix = self._watch_prefix = p
+                self._rewatch = False
+            if s is None or not holds or prefix is None:
                 prefix, index = None, 0
+                self._watch_wake.wait()
                 continue
-            p = watch_prefix(set(holds))
-            if p != prefix:
-                prefix, index = p, 0
-                with self._mu:
-                    self._watch_prefix = p
             try:
                 res = self._consul.kv.list_with_meta(
-                    p, index=index or None, wait=_WATCH_WAIT if index else None
+                    prefix, index=index or None, wait=self._max_block() if index else None
                 )
             except ConsulUnavailable as exc:
                 if self._stop.is_set():
                     return
-                log.debug("watch.retry", prefix=p, error=str(exc))
+                index = 0
+                if self._rewatch:
+                    continue  # interrupted on purpose: a key outside the prefix was added
+                log.debug("watch.retry", prefix=prefix, error=str(exc))
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
-                index = 0
                 continue
             except LocksmithError as exc:
-                log.warning("watch.failed", prefix=p, error=str(exc))
+                log.warning("watch.failed", prefix=prefix, error=str(exc))
                 self._stop.wait(5.0)
                 index = 0
                 continue
             backoff = 0.1
             index = next_index(index, res.meta.index)
-            self._check_holds(s, holds, {e.key: e for e in res.value})
+            if self._check_holds(s, holds, {e.key: e for e in res.value}):
+                index = 0
+                self._stop.wait(0.2)
 
     def _check_holds(
         self, s: _SessionHandle, holds: dict[str, _Hold], entries: dict[str, KVEntry]
-    ) -> None:
+    ) -> bool:
+        """Report the holds the watch shows lost. True: undecided, look again."""
         suspects = [
-            (k, h) for k, h in holds.items()
-            if entries.get(k) is None or entries[k].session != s.id
+            (k, h) for k, h in holds.items() if entries.get(k) is None or entries[k].session != s.id
         ]
         if not suspects:
-            return
+            return False
+        if not s.timer.valid(self._clock.monotonic()):
+            self._session_gone(s, LossReason.LEASE_EXPIRED, confirmed=False)
+            return False
         alive = self._confirm_alive(s)
+        if alive is None:
+            return True
         if alive is False:
             self._session_gone(s, LossReason.SESSION_INVALIDATED, confirmed=True)
-            return
+            return False
         for key, h in suspects:
             e = entries.get(key)
             reason = classify_loss(s.id, e.session if e else None, e is not None, True)
             if reason is not None:
                 self._lose_hold(key, h.lease, reason)
+        return False
 
     def _confirm_alive(self, s: _SessionHandle) -> bool | None:
         """Renew to learn whether the session exists (info says [] without session:read)."""
@@ -1121,5 +1329,5 @@ class LockManager(RecipesMixin):
         return True
 
 
-class _LeaseOver(Exception):
+class _LeaseOverError(Exception):
     """Internal: the lease deadline passed during a renew attempt."""
