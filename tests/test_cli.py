@@ -1,0 +1,609 @@
+"""The ``locksmith`` CLI in-process (``main(argv)``) against a real Consul agent.
+
+Covers every command's ``--help``, the docs reference, ``sessions``, ``locks``, ``leader``,
+``--json`` field names, error lines and exit codes, and that the ACL token never shows.
+Subprocess runs of ``run``/``elect`` are in ``test_cli_run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from locksmith import (
+    ACLNotFound,
+    BadRequest,
+    ConfigurationError,
+    Consul,
+    ConsulUnavailable,
+    KVEntry,
+    LockConflict,
+    LockLost,
+    LockManager,
+    LockTimeout,
+    PermissionDenied,
+    ProtocolError,
+    Session,
+    SessionNotFound,
+    TLSError,
+    ValidationError,
+)
+from locksmith import _cli as cli
+from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE
+from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+SECRET = "5f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
+
+
+def _uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(consul_addr: str, capsys: pytest.CaptureFixture[str]) -> Run:
+    """Call ``main`` with ``--address`` of the test agent; return (code, stdout, stderr)."""
+
+    def call(*argv: str, address: bool = True) -> tuple[int, str, str]:
+        capsys.readouterr()
+        args = ["--address", consul_addr, *argv] if address else list(argv)
+        code = cli.main(args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+@pytest.fixture
+def consul(consul_addr: str) -> Iterator[Consul]:
+    with Consul(consul_addr) as client:
+        yield client
+
+
+@pytest.fixture
+def sessions_made(consul: Consul) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for sid in made:
+        consul.sessions.destroy(sid)
+
+
+# -- parser, help and docs -----------------------------------------------------------------
+def _walk(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, (*path, name))
+
+
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    return [opt for a in parser._actions for opt in a.option_strings if opt not in ("-h", "--help")]
+
+
+COMMANDS = [path for path, _ in _walk(cli.build_parser())]
+
+
+def test_parser_has_every_command() -> None:
+    assert set(COMMANDS) >= {
+        (),
+        ("sessions",),
+        ("sessions", "list"),
+        ("sessions", "node"),
+        ("sessions", "info"),
+        ("sessions", "create"),
+        ("sessions", "renew"),
+        ("sessions", "destroy"),
+        ("locks",),
+        ("run",),
+        ("elect",),
+        ("leader",),
+    }
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "locksmith")
+def test_help_of_every_command_is_complete(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = dict(_walk(cli.build_parser()))[path]
+    assert cli.main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    for opt in _options(parser):
+        assert opt in out, f"{opt} missing from `locksmith {' '.join(path)} --help`"
+    assert "examples:" in out
+    assert "exit codes:" in out
+    for code in ("64", "66", "69", "77"):
+        assert f"\n  {code} " in out
+    assert parser.description and parser.description.splitlines()[0] in out
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "locksmith")
+def test_docs_cli_md_covers_every_command_and_option(path: tuple[str, ...]) -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    parser = dict(_walk(cli.build_parser()))[path]
+    if path:
+        assert f"locksmith {' '.join(path)}" in text
+    for opt in _options(parser):
+        assert f"`{opt}" in text, f"{opt} of `locksmith {' '.join(path)}` not in docs/cli.md"
+
+
+def test_docs_cli_md_lists_every_exit_code_and_json_field() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    for line in cli.EXIT_CODES_TEXT.splitlines()[1:]:
+        code = line.split()[0]
+        assert f"| {code} " in text, f"exit code {code} not documented"
+    for field in (*cli.SESSION_FIELDS, *cli.META_FIELDS, *cli.LOCK_FIELDS, *cli.LEADER_FIELDS):
+        assert f"`{field}`" in text, f"JSON field {field} not documented"
+
+
+def test_exit_codes_match_the_child_module() -> None:
+    assert cli.EXIT_USAGE == EXIT_USAGE == 64
+    assert cli.EXIT_NOT_ACQUIRED == EXIT_NOT_ACQUIRED == 75
+    assert cli.EXIT_LOCK_LOST == EXIT_LOCK_LOST == 76
+
+
+def test_python_dash_m_entry_point_exists() -> None:
+    main_py = Path(cli.__file__).with_name("__main__.py").read_text(encoding="utf-8")
+    assert "from locksmith._cli import main" in main_py
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (ValidationError("ttl", "bad"), 64),
+        (ConfigurationError("bad address"), 78),
+        (BadRequest("x"), 65),
+        (LockConflict("x"), 65),
+        (SessionNotFound("x"), 66),
+        (ConsulUnavailable("x"), 69),
+        (TLSError("x"), 69),
+        (ProtocolError("x"), 70),
+        (LockTimeout("x"), 75),
+        (LockLost("x"), 76),
+        (PermissionDenied("x"), 77),
+        (ACLNotFound("x"), 77),
+        (FileNotFoundError(2, "No such file", "nope"), 127),
+        (PermissionError(13, "Permission denied", "x"), 126),
+    ],
+)
+def test_exit_code_mapping(exc: BaseException, code: int) -> None:
+    assert cli.exit_code_for(exc) == code
+
+
+# -- usage errors --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["sessions"],
+        ["nope"],
+        ["sessions", "create", "--ttl", "ten"],
+        ["sessions", "list", "--stale", "--consistent"],
+        ["sessions", "list", "--index", "-3"],
+        ["sessions", "create", "--behavior", "Delete"],
+        ["run", "-n", "0", "p", "--", "true"],
+        ["locks", "--log-format", "xml"],
+    ],
+)
+def test_usage_errors_exit_64_with_one_error_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 64
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    errors = [ln for ln in captured.err.splitlines() if "error:" in ln]
+    assert len(errors) == 1
+    assert errors[0].startswith("locksmith: error: ")
+    assert "Traceback" not in captured.err
+
+
+def test_range_errors_from_the_library_exit_64_before_any_request(run: Run) -> None:
+    # Port 1 is closed: a request would give 69, so 64 proves validation came first.
+    code, _out, err = run("--address", "127.0.0.1:1", "sessions", "create", "--ttl", "5s")
+    assert code == 64
+    assert err.strip().splitlines() == [err.strip()]
+    assert "ttl" in err and "10s" in err
+
+
+def test_wait_without_index_is_a_usage_error(run: Run) -> None:
+    code, _, err = run("sessions", "list", "--wait", "5s")
+    assert code == 64
+    assert "--wait needs --index" in err
+
+
+def test_run_without_command_is_a_usage_error(run: Run) -> None:
+    code, _, err = run("run", "some/prefix")
+    assert code == 64
+    assert "COMMAND is missing" in err
+
+
+# -- connection errors and the token -------------------------------------------------------
+def test_unreachable_consul_is_69_one_line_without_traceback(run: Run) -> None:
+    code, out, err = run("--address", "127.0.0.1:1", "sessions", "list", address=False)
+    assert code == 69
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("locksmith: error: ")
+    assert "127.0.0.1:1" in err
+    assert "Traceback" not in err
+
+
+def test_verbose_adds_traceback_but_never_the_token(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "env-" + SECRET)
+    code, out, err = run(
+        "-vv", "--token", SECRET, "--address", "127.0.0.1:1", "sessions", "list", address=False
+    )
+    assert code == 69
+    assert "Traceback" in err
+    assert SECRET not in out + err
+
+
+def test_malformed_address_is_one_line_without_traceback(run: Run) -> None:
+    code, out, err = run("--address", "http://[::1", "sessions", "list", address=False)
+    assert code in (1, 78)  # 78 once the address parser reports a ConfigurationError
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("locksmith: error: ")
+
+
+def test_unreadable_token_file_is_a_configuration_error(run: Run, tmp_path: Path) -> None:
+    code, _, err = run("--token-file", str(tmp_path / "missing"), "sessions", "list")
+    assert code == 78
+    assert err.startswith("locksmith: error: ")
+
+
+def test_acl_permission_denied_is_77_and_the_token_is_never_shown(
+    consul_agent_factory: Callable[..., Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    master = str(uuid.uuid4())
+    agent = consul_agent_factory(acl_master_token=master)
+    addr = agent.http_addr
+
+    def call(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli.main(["--address", addr, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = call("sessions", "create", "--name", "denied")
+    assert code == 77
+    assert "permission denied" in err.lower()
+    assert err.count("\n") == 1
+
+    unknown = str(uuid.uuid4())
+    code, out, err = call("-vv", "--token", unknown, "sessions", "create")
+    assert code == 77
+    assert unknown not in out + err
+
+    token_file = tmp_path / "token"
+    token_file.write_text(master + "\n", encoding="utf-8")
+    code, out, err = call(
+        "-vv",
+        "--log-format",
+        "json",
+        "--token-file",
+        str(token_file),
+        "sessions",
+        "create",
+        "--name",
+        "allowed",
+        "--json",
+    )
+    assert code == 0, err
+    sid = json.loads(out)["id"]
+    assert master not in out + err
+    code, out, err = call("-vv", "--token", master, "sessions", "info", sid, "--json")
+    assert code == 0
+    assert json.loads(out)["session"]["name"] == "allowed"
+    assert master not in out + err
+    code, out, err = call("--token", master, "sessions", "destroy", sid)
+    assert code == 0
+
+
+# -- sessions ------------------------------------------------------------------------------
+def test_sessions_create_info_list_node_renew_destroy(
+    run: Run, consul: Consul, sessions_made: list[str]
+) -> None:
+    node = consul.agent_node()
+    name = _uid("cli-create")
+    code, out, err = run(
+        "sessions", "create", "--name", name, "--ttl", "30s", "--lock-delay", "2s",
+        "--behavior", "delete", "--node", node, "--node-checks", "", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    sid = json.loads(out)["id"]
+    sessions_made.append(sid)
+
+    code, out, _ = run("sessions", "info", sid, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert tuple(data) == ("session", "meta")
+    assert tuple(data["session"]) == cli.SESSION_FIELDS
+    assert tuple(data["meta"]) == cli.META_FIELDS
+    s = data["session"]
+    assert (s["id"], s["name"], s["node"], s["behavior"]) == (sid, name, node, "delete")
+    assert s["ttl"] == 30.0
+    assert s["lock_delay"] == 2.0
+    assert s["node_checks"] == []
+    assert data["meta"]["index"] > 0
+    assert data["meta"]["known_leader"] is True
+
+    code, out, _ = run("sessions", "info", sid)
+    assert code == 0
+    assert sid in out and name in out and "30s" in out
+
+    for argv in (("sessions", "list"), ("sessions", "node", node)):
+        code, out, _ = run(*argv, "--json")
+        assert code == 0
+        listed = json.loads(out)
+        assert sid in [x["id"] for x in listed["sessions"]]
+        assert tuple(listed["meta"]) == cli.META_FIELDS
+        code, out, _ = run(*argv)
+        assert code == 0
+        header, *rows = out.splitlines()
+        assert header.split() == ["ID", "NAME", "NODE", "BEHAVIOR", "TTL", "LOCK-DELAY", "CHECKS"]
+        row = next(r for r in rows if r.startswith(sid))
+        assert row.split()[:5] == [sid, name, node, "delete", "30s"]
+
+    code, out, _ = run("sessions", "renew", sid, "--json")
+    assert code == 0
+    assert json.loads(out)["session"]["id"] == sid
+
+    code, out, _ = run("sessions", "destroy", sid)
+    assert code == 0
+    assert consul.sessions.info(sid) is None
+
+    code, out, err = run("sessions", "info", sid, "--json")
+    assert code == 66
+    assert json.loads(out)["session"] is None
+    assert err.startswith("locksmith: error: ") and sid in err
+    code, out, err = run("sessions", "renew", sid)
+    assert code == 66
+    assert out == ""
+    assert err.count("\n") == 1
+
+
+def test_sessions_create_checks_options(run: Run, consul: Consul, sessions_made: list[str]) -> None:
+    code, out, _ = run("sessions", "create", "--checks", "serfHealth")
+    assert code == 0
+    sessions_made.append(out.strip())
+    s = consul.sessions.info(out.strip())
+    assert s is not None and s.node_checks == ("serfHealth",)
+
+    code, out, err = run("sessions", "create", "--service-checks", "no-such-check")
+    assert code == 65, err
+    assert "no-such-check" in err
+
+    code, out, err = run("sessions", "create", "--node", "no-such-node-" + uuid.uuid4().hex[:6])
+    assert code == 65
+    assert err.count("\n") == 1
+
+
+def test_sessions_read_modes_and_blocking_query(
+    run: Run, consul: Consul, sessions_made: list[str]
+) -> None:
+    sid = consul.sessions.create(name=_uid("cli-block"))
+    sessions_made.append(sid)
+    for mode in ("--stale", "--consistent"):
+        code, out, _ = run("sessions", "info", sid, mode, "--json")
+        assert code == 0
+        assert json.loads(out)["session"]["id"] == sid
+    code, out, _ = run("sessions", "info", sid, "--json")
+    index = json.loads(out)["meta"]["index"]
+
+    # A blocking query on the current index returns when the session changes (destroy).
+    result: dict[str, Any] = {}
+
+    def destroy_soon() -> None:
+        time.sleep(0.3)
+        consul.sessions.destroy(sid)
+
+    t = threading.Thread(target=destroy_soon)
+    t.start()
+    code, out, _ = run("sessions", "info", sid, "--json", "--index", str(index), "--wait", "60s")
+    t.join()
+    result = json.loads(out)
+    assert code == 66
+    assert result["session"] is None
+    assert result["meta"]["index"] > index
+
+
+def test_sessions_list_blocking_with_short_wait_returns_same_index(run: Run) -> None:
+    code, out, _ = run("sessions", "list", "--json")
+    index = json.loads(out)["meta"]["index"]
+    code, out, _ = run("sessions", "list", "--json", "--index", str(index), "--wait", "200ms")
+    assert code == 0
+    assert json.loads(out)["meta"]["index"] >= index
+
+
+def test_global_options_after_the_command(run: Run, consul_addr: str) -> None:
+    code, out, _ = run("sessions", "list", "--json", "--address", consul_addr, "--dc", "dc1",
+                       address=False)  # fmt: skip
+    assert code == 0
+    assert "sessions" in json.loads(out)
+
+
+def test_unknown_datacenter_is_reported(run: Run) -> None:
+    code, _, err = run("--datacenter", "nowhere", "sessions", "list")
+    assert code != 0
+    assert err.count("\n") == 1
+    assert err.startswith("locksmith: error: ")
+
+
+# -- locks ---------------------------------------------------------------------------------
+def test_locks_shows_holders_kinds_and_free_lock_keys(run: Run, consul: Consul) -> None:
+    prefix = _uid("cli-locks")
+    name = _uid("holder")
+    consul.kv.put(f"{prefix}/plain", b"not a lock")
+    with LockManager(consul, name=name, ttl="15s", lock_delay=0) as mgr:
+        plain = mgr.lock(f"{prefix}/app")
+        plain_lease = plain.acquire(timeout=10)
+        compat = mgr.consul_lock(f"{prefix}/job")
+        compat_lease = compat.acquire(timeout=10)
+        sem = mgr.semaphore(f"{prefix}/sem", 2)
+        sem.acquire(timeout=10)
+        # What `consul lock` leaves behind after a release: its flags, no session.
+        consul.kv.put(f"{prefix}/done/.lock", b"", flags=CONSUL_LOCK_FLAGS)
+        assert plain_lease is not None and compat_lease is not None
+
+        code, out, err = run("locks", prefix + "/", "--json")
+        assert code == 0, err
+        data = json.loads(out)
+        assert tuple(data) == ("locks", "meta")
+        rows = {r["key"]: r for r in data["locks"]}
+        for r in rows.values():
+            assert tuple(r) == cli.LOCK_FIELDS
+        assert f"{prefix}/plain" not in rows
+        app = rows[f"{prefix}/app"]
+        assert (app["kind"], app["state"], app["session_name"]) == ("locksmith", "held", name)
+        assert app["session"] == plain_lease.session_id
+        assert app["node"] == consul.agent_node()
+        assert app["fencing_token"] == plain_lease.fencing_token
+        assert app["lock_index"] >= 1
+        job = rows[f"{prefix}/job/.lock"]
+        assert (job["kind"], job["state"]) == ("consul-lock", "held")
+        assert job["flags"] == CONSUL_LOCK_FLAGS
+        assert job["fencing_token"] == compat_lease.fencing_token
+        sem_lock = rows[f"{prefix}/sem/.lock"]
+        assert sem_lock["state"] == "semaphore"
+        assert sem_lock["flags"] == CONSUL_SEMAPHORE_FLAGS
+        assert sem_lock["limit"] == 2
+        assert sem.holders() == sem_lock["holders"] and len(sem_lock["holders"]) == 1
+        contender = rows[f"{prefix}/sem/{sem_lock['holders'][0]}"]
+        assert (contender["kind"], contender["state"]) == ("consul-semaphore", "held")
+        done = rows[f"{prefix}/done/.lock"]
+        assert (done["state"], done["session"], done["maybe_lock_delay"]) == ("free", None, True)
+
+        code, out, _ = run("locks", prefix)
+        assert code == 0
+        header, *lines = out.splitlines()
+        assert header.split() == [
+            "KEY", "KIND", "STATE", "SESSION", "NAME", "NODE", "LOCK-INDEX", "FENCING",
+        ]  # fmt: skip
+        by_key = {ln.split()[0]: ln for ln in lines}
+        assert f"{prefix}/plain" not in by_key
+        assert name in by_key[f"{prefix}/app"]
+        assert "free (maybe in lock-delay)" in by_key[f"{prefix}/done/.lock"]
+        assert "1/2 held" in by_key[f"{prefix}/sem/.lock"]
+        sem.release()
+    consul.kv.delete(prefix + "/", recurse=True)
+
+
+def test_locks_empty_prefix_prints_no_locks(run: Run) -> None:
+    code, out, _ = run("locks", _uid("cli-nothing") + "/")
+    assert code == 0
+    assert out.startswith("no locks")
+
+
+def _entry(key: str, flags: int, session: str | None, value: bytes = b"", mi: int = 10) -> KVEntry:
+    return KVEntry(key, value, flags, session, 1 if session else 0, 5, mi)
+
+
+def test_lock_rows_semaphore_waiting_contender_and_other_flags() -> None:
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    sem_value = json.dumps({"Limit": 1, "Holders": {a: True}}).encode()
+    entries = [
+        _entry("s/.lock", CONSUL_SEMAPHORE_FLAGS, None, sem_value),
+        _entry(f"s/{a}", CONSUL_SEMAPHORE_FLAGS, a, mi=11),
+        _entry(f"s/{b}", CONSUL_SEMAPHORE_FLAGS, b, mi=12),
+        _entry("x", 42, b, mi=13),
+        _entry("y", 42, None),
+        _entry("z", 0, None),
+    ]
+    sess = Session(a, "holder-a", "n1", "delete", 15.0, 0.0, (), (), 1, 1)
+    rows = {r["key"]: r for r in cli.lock_rows(entries, {a: sess})}
+    assert set(rows) == {"s/.lock", f"s/{a}", f"s/{b}", "x"}
+    assert rows["s/.lock"]["holders"] == [a] and rows["s/.lock"]["limit"] == 1
+    assert rows[f"s/{a}"]["state"] == "held" and rows[f"s/{a}"]["fencing_token"] == 11
+    assert rows[f"s/{a}"]["session_name"] == "holder-a"
+    assert rows[f"s/{b}"]["state"] == "waiting" and rows[f"s/{b}"]["fencing_token"] is None
+    assert rows["x"]["kind"] == "other" and rows["x"]["session_name"] is None
+
+
+# -- leader --------------------------------------------------------------------------------
+def test_leader_none_then_current_leader(run: Run, consul: Consul) -> None:
+    key = _uid("cli-leader")
+    code, out, _err = run("leader", key, "--json")
+    assert code == 66
+    data = json.loads(out)
+    assert tuple(data) == cli.LEADER_FIELDS
+    assert data["leader"] is False and data["session"] is None
+    code, out, _ = run("leader", key)
+    assert code == 66
+    assert "no leader" in out
+
+    name = _uid("candidate")
+    with LockManager(consul, name=name, lock_delay=0) as mgr:
+        election = mgr.election(key, b"host-a:8080")
+        lease = election.campaign(timeout=10)
+        code, out, _ = run("leader", key, "--json")
+        assert code == 0
+        data = json.loads(out)
+        assert data["leader"] is True
+        assert data["value"] == "host-a:8080"
+        assert data["session"] == lease.session_id
+        assert data["session_name"] == name
+        assert data["node"] == consul.agent_node()
+        assert data["since_index"] == lease.fencing_token
+        code, out, _ = run("leader", key)
+        assert code == 0
+        assert "host-a:8080" in out and lease.session_id in out and name in out
+        election.resign()
+    consul.kv.delete(key)
+
+
+# -- waiting status ------------------------------------------------------------------------
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_waiting_status_shows_holder_name_and_node(consul: Consul, tty: bool) -> None:
+    key = _uid("cli-status") + "/.lock"
+    name = _uid("the-holder")
+    stream: io.StringIO = _Tty() if tty else io.StringIO()
+    with LockManager(consul, name=name, lock_delay=0) as mgr:
+        lock = mgr.lock(key)
+        assert lock.acquire(timeout=10) is not None
+        done = threading.Event()
+        display = cli._HolderDisplay(
+            consul,
+            key,
+            semaphore_prefix=None,
+            is_done=done.is_set,
+            own=set,
+            stream=stream,
+        ).start()
+        deadline = time.monotonic() + 20
+        while name not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done.set()
+        display.stop()
+        lock.release()
+    text = stream.getvalue()
+    assert name in text
+    assert consul.agent_node() in text
+    if tty:
+        assert "\r\x1b[K" in text
+        assert text.endswith("\r\x1b[K")  # the status line is cleared when waiting ends
+    else:
+        assert "\r" not in text
+        assert text.startswith("locksmith: waiting")
+    consul.kv.delete(key)

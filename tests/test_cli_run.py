@@ -1,0 +1,392 @@
+"""``locksmith run`` / ``elect`` / ``leader --watch`` as real processes (``python -m locksmith``).
+
+Against a real Consul agent and Consul's own ``consul lock`` from the same binary: exit
+statuses, the child's environment, signal forwarding, the child killed on lock loss, and
+``run -n 3`` sharing a semaphore with ``consul lock -n 3`` without ever exceeding 3 holders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from locksmith import Consul
+from locksmith.testing import find_consul
+
+REPO = Path(__file__).resolve().parent.parent
+#: Upper bound for anything that should happen "soon" (a loaded 2-core machine is slow).
+BOUND = 60.0
+
+
+def _uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _wait_for(pred: Callable[[], Any], timeout: float = BOUND, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Procs:
+    """Starts ``locksmith`` and ``consul lock`` processes; kills leftovers at teardown."""
+
+    def __init__(self, addr: str) -> None:
+        self.addr = addr
+        self.procs: list[subprocess.Popen[str]] = []
+        env = dict(os.environ)
+        env.pop("CONSUL_HTTP_TOKEN", None)
+        env["CONSUL_HTTP_ADDR"] = addr
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        self.env = env
+
+    def locksmith(self, *args: str, **kw: Any) -> subprocess.Popen[str]:
+        return self._start([sys.executable, "-m", "locksmith", *args], **kw)
+
+    def consul_lock(self, *args: str, **kw: Any) -> subprocess.Popen[str]:
+        return self._start([str(find_consul()), "lock", f"-http-addr={self.addr}", *args], **kw)
+
+    def _start(self, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, env=self.env, text=True, start_new_session=True, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+@pytest.fixture
+def procs(consul_addr: str) -> Iterator[Procs]:
+    p = Procs(consul_addr)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def consul(consul_addr: str) -> Iterator[Consul]:
+    with Consul(consul_addr) as client:
+        yield client
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = BOUND) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def _holder(consul: Consul, key: str) -> str | None:
+    entry = consul.kv.get(key)
+    return entry.session if entry else None
+
+
+def test_run_returns_child_status_and_gives_the_lock_environment(
+    procs: Procs, consul: Consul, tmp_path: Path
+) -> None:
+    prefix = _uid("cli-run")
+    envfile = tmp_path / "env.json"
+    script = (
+        "import json, os, sys; keys = ('LOCKSMITH_KEY', 'LOCKSMITH_SESSION', "
+        "'LOCKSMITH_FENCING_TOKEN', 'CONSUL_LOCK_HELD'); "
+        f"json.dump({{k: os.environ.get(k) for k in keys}}, open({str(envfile)!r}, 'w')); "
+        "sys.exit(7)"
+    )
+    proc = procs.locksmith("run", "--lock-delay", "0", prefix, "--", sys.executable, "-c", script)
+    code, _out, err = _finish(proc)
+    assert code == 7, err
+    env = json.loads(envfile.read_text())
+    assert env["LOCKSMITH_KEY"] == f"{prefix}/.lock"
+    assert env["CONSUL_LOCK_HELD"] == "true"
+    assert len(env["LOCKSMITH_SESSION"]) == 36
+    assert int(env["LOCKSMITH_FENCING_TOKEN"]) > 0
+    assert _holder(consul, f"{prefix}/.lock") is None  # released on exit
+    assert consul.sessions.info(env["LOCKSMITH_SESSION"]) is None  # session destroyed
+
+
+def test_run_missing_command_is_127(procs: Procs) -> None:
+    code, _, err = _finish(
+        procs.locksmith("run", "--lock-delay", "0", _uid("cli-127"), "--", "no-such-cmd-xyz")
+    )
+    assert code == 127
+    assert err.strip().splitlines()[-1].startswith("locksmith: error: ")
+    assert "Traceback" not in err
+
+
+def test_run_shell_mode(procs: Procs, tmp_path: Path) -> None:
+    out_file = tmp_path / "out"
+    proc = procs.locksmith(
+        "run", "--shell", "--lock-delay", "0", _uid("cli-shell"), "--",
+        f"echo $CONSUL_LOCK_HELD > {out_file} && exit 3",
+    )  # fmt: skip
+    code, _, err = _finish(proc)
+    assert code == 3, err
+    assert out_file.read_text().strip() == "true"
+
+
+def test_run_pass_stdin(procs: Procs) -> None:
+    proc = procs.locksmith(
+        "run", "--pass-stdin", "--lock-delay", "0", _uid("cli-stdin"), "--", "cat",
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = proc.communicate("hello through the lock\n", timeout=BOUND)
+    assert proc.returncode == 0, err
+    assert out == "hello through the lock\n"
+
+
+def test_run_times_out_while_consul_lock_holds_and_shows_the_holder(
+    procs: Procs, consul: Consul, tmp_path: Path
+) -> None:
+    prefix = _uid("cli-timeout")
+    holder = procs.consul_lock(prefix, "sleep 120")
+    _wait_for(lambda: _holder(consul, f"{prefix}/.lock"), what="consul lock to hold")
+    marker = tmp_path / "ran"
+    proc = procs.locksmith("run", "--timeout", "2s", prefix, "--", "touch", str(marker))
+    code, _out, err = _finish(proc)
+    assert code == 75, err
+    assert not marker.exists()
+    assert "could not acquire" in err
+    # The waiting status (a pipe: plain lines) names the holder's session and node.
+    assert "Consul lock for" in err
+    assert consul.agent_node() in err
+    holder.send_signal(signal.SIGTERM)
+    holder.wait(BOUND)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_signal_while_waiting_gives_up_cleanly(
+    procs: Procs, consul: Consul, tmp_path: Path, sig: signal.Signals
+) -> None:
+    prefix = _uid("cli-giveup")
+    name = _uid("waiter")
+    holder = procs.consul_lock("-n", "1", prefix, "sleep 120")
+    _wait_for(lambda: _holder(consul, f"{prefix}/.lock"), what="consul lock to hold")
+    marker = tmp_path / "ran"
+    proc = procs.locksmith("run", "--name", name, prefix, "--", "touch", str(marker))
+    _wait_for(lambda: any(s.name == name for s in consul.sessions.list()), what="the waiter")
+    proc.send_signal(sig)
+    code, _, err = _finish(proc)
+    assert code == (130 if sig == signal.SIGINT else 128 + sig), err
+    assert "Traceback" not in err
+    assert not marker.exists()
+    assert [s for s in consul.sessions.list() if s.name.startswith(name)] == []
+    holder.send_signal(signal.SIGTERM)
+    holder.wait(BOUND)
+
+
+def test_locksmith_run_leaves_the_key_usable_by_consul_lock(procs: Procs) -> None:
+    """After `locksmith run P` released, `consul lock P` must accept the key (Consul's flags)."""
+    prefix = _uid("cli-then-consul")
+    code, _, err = _finish(procs.locksmith("run", "--lock-delay", "0", prefix, "--", "true"))
+    assert code == 0, err
+    code, out, err = _finish(procs.consul_lock(prefix, "true"))
+    assert code == 0, f"consul lock refused the key locksmith released: {out}{err}"
+
+
+@pytest.mark.parametrize("ignore_term", [False, True], ids=["child-exits-on-TERM", "needs-KILL"])
+def test_run_kills_the_child_when_the_lock_is_lost(
+    procs: Procs, consul: Consul, tmp_path: Path, ignore_term: bool
+) -> None:
+    prefix = _uid("cli-lost")
+    pidfile = tmp_path / "pid"
+    trap = 'trap "" TERM; ' if ignore_term else ""
+    script = f"{trap}echo $$ > {pidfile}; while true; do sleep 0.1; done"
+    proc = procs.locksmith(
+        "run", "--grace", "1s", "--lock-delay", "0", prefix, "--", "sh", "-c", script
+    )
+    _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="child to start")
+    child = int(pidfile.read_text())
+    session = _holder(consul, f"{prefix}/.lock")
+    assert session is not None
+    consul.sessions.destroy(session)  # lose the lock from outside
+    code, _out, err = _finish(proc)
+    assert code == 76, err
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+
+
+def test_signals_to_run_reach_the_child(procs: Procs, tmp_path: Path) -> None:
+    log = tmp_path / "signals"
+    ready = tmp_path / "ready"
+    script = (
+        "import signal, sys, time, pathlib\n"
+        f"log = pathlib.Path({str(log)!r})\n"
+        "def usr1(n, f):\n"
+        "    log.write_text(log.read_text() + 'USR1\\n' if log.exists() else 'USR1\\n')\n"
+        "def term(n, f):\n"
+        "    log.write_text(log.read_text() + 'TERM\\n' if log.exists() else 'TERM\\n')\n"
+        "    sys.exit(9)\n"
+        "signal.signal(signal.SIGUSR1, usr1)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        f"pathlib.Path({str(ready)!r}).write_text('x')\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    proc = procs.locksmith(
+        "run", "--lock-delay", "0", _uid("cli-signals"), "--", sys.executable, "-c", script
+    )
+    _wait_for(ready.exists, what="child to start")
+    proc.send_signal(signal.SIGUSR1)
+    _wait_for(lambda: log.exists() and "USR1" in log.read_text(), what="USR1 at the child")
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = _finish(proc)
+    assert code == 9, err
+    assert log.read_text().splitlines() == ["USR1", "TERM"]
+
+
+def _max_overlap(lines: list[str]) -> tuple[int, set[str]]:
+    """Largest number of children inside their critical section at once (ties count as overlap)."""
+    events: list[tuple[int, int]] = []
+    kinds: set[str] = set()
+    for line in lines:
+        _kind, who, start, end = line.split()
+        kinds.add(who)
+        events.append((int(start), 0))  # starts sort before ends at equal times
+        events.append((int(end), 1))
+    current = peak = 0
+    for _, is_end in sorted(events):
+        current += -1 if is_end else 1
+        peak = max(peak, current)
+    return peak, kinds
+
+
+def test_run_semaphore_alongside_consul_lock_never_exceeds_the_limit(
+    procs: Procs, consul: Consul, tmp_path: Path
+) -> None:
+    prefix = _uid("cli-sem")
+    record = tmp_path / "intervals"
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import os, sys, time\n"
+        "start = time.monotonic_ns()\n"
+        "time.sleep(0.6)\n"
+        "end = time.monotonic_ns()\n"
+        f"fd = os.open({str(record)!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)\n"
+        "os.write(fd, f'slot {sys.argv[1]} {start} {end}\\n'.encode())\n"
+        "os.close(fd)\n"
+    )
+    # Consul's holders counted from outside as well, while everything runs.
+    peak_holders = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak_holders
+        index = 0
+        while not stop.is_set():
+            res = consul.kv.get_with_meta(f"{prefix}/.lock", index=index or None, wait="1s")
+            index = res.meta.index
+            if res.value is not None and res.value.value:
+                holders = json.loads(res.value.value).get("Holders") or {}
+                peak_holders = max(peak_holders, sum(1 for v in holders.values() if v))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started: list[subprocess.Popen[str]] = []
+    for i in range(4):
+        started.append(procs.consul_lock("-n", "3", prefix, f"{sys.executable} {child} consul-{i}"))
+        started.append(
+            procs.locksmith(
+                "run",
+                "-n",
+                "3",
+                "--lock-delay",
+                "0",
+                prefix,
+                "--",
+                sys.executable,
+                str(child),
+                f"locksmith-{i}",
+            )
+        )
+    results = [_finish(p, timeout=4 * BOUND) for p in started]
+    stop.set()
+    watcher.join(BOUND)
+    for code, out, err in results:
+        assert code == 0, out + err
+    lines = record.read_text().splitlines()
+    assert len(lines) == 8
+    peak, who = _max_overlap(lines)
+    assert {w.split("-")[0] for w in who} == {"consul", "locksmith"}
+    assert peak <= 3, f"{peak} children ran at once:\n" + "\n".join(lines)
+    assert peak_holders <= 3
+
+
+class _Lines:
+    """Reads a process's stdout lines on a thread, for bounded waits."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.q: queue.Queue[str] = queue.Queue()
+        self.t = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.t.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.q.put(line)
+
+    def next(self, timeout: float = BOUND) -> str:
+        return self.q.get(timeout=timeout)
+
+
+def test_elect_runs_command_while_leader_and_leader_watch_sees_each_change(
+    procs: Procs, consul: Consul, tmp_path: Path
+) -> None:
+    key = _uid("cli-elect")
+    watcher = procs.locksmith("leader", key, "--watch", "--json")
+    assert watcher.stdout is not None
+    lines = _Lines(watcher.stdout)
+    first = json.loads(lines.next())
+    assert first["leader"] is False
+
+    token_file = tmp_path / "token"
+    script = f"echo $LOCKSMITH_FENCING_TOKEN > {token_file}; exec sleep 300"
+    elect = procs.locksmith(
+        "elect", "--name", "cli-elect-test", "--lock-delay", "0", key, "--value", "host-a:8080",
+        "--", "sh", "-c", script,
+    )  # fmt: skip
+    _wait_for(lambda: token_file.exists() and token_file.read_text().strip(), what="the leader")
+    fencing = int(token_file.read_text())
+    led = json.loads(lines.next())
+    assert (led["leader"], led["value"], led["session_name"]) == (
+        True,
+        "host-a:8080",
+        "cli-elect-test",
+    )
+    assert led["node"] == consul.agent_node()
+    assert led["since_index"] == fencing
+
+    elect.send_signal(signal.SIGTERM)  # forwarded: sleep dies of SIGTERM
+    code, _, err = _finish(elect)
+    assert code == 128 + signal.SIGTERM, err
+    gone = json.loads(lines.next())
+    assert gone["leader"] is False
+
+    watcher.send_signal(signal.SIGINT)
+    assert watcher.wait(BOUND) == 0
+    assert watcher.stderr is not None
+    assert "Traceback" not in watcher.stderr.read()
