@@ -324,6 +324,30 @@ _UNAVAILABLE_MARKERS = (
 _SESSION_GONE = re.compile(r"invalid session \"|session id '[^']*' not found", re.IGNORECASE)
 
 
+#: Operations that only read; every other kv./session. operation writes.
+_READS = frozenset({"kv.get", "kv.list", "session.info", "session.list", "session.node"})
+
+
+def _denied(operation: str, resource: str) -> str:
+    """The text of a 403: which ACL rule the operation needs (never the token)."""
+    access = "read" if operation in _READS else "write"
+    if operation.startswith("session."):
+        if operation == "session.create":
+            where = f"node {resource!r}" if resource else "the agent's node"
+        elif operation == "session.node":
+            where = f"node {resource!r}"
+        elif operation == "session.list":
+            where = "the sessions' nodes"
+        else:
+            where = "the session's node"
+        rule = f"session:{access} on {where}"
+    elif operation.startswith(("kv.", "semaphore.")):
+        rule = f"key:{access} on {resource!r}" if resource else f"key:{access}"
+    else:
+        rule = "a rule for this operation"
+    return f"permission denied: the ACL token lacks {rule}"
+
+
 def _error_for(resp: RawResponse, operation: str, resource: str) -> ConsulError:
     """Turn a non-success answer into the matching locksmith exception."""
     body = resp.text.strip()
@@ -341,8 +365,11 @@ def _error_for(resp: RawResponse, operation: str, resource: str) -> ConsulError:
                 f"{what}: Consul does not know the ACL token (unknown, deleted or expired)",
                 **kwargs,
             )
-        return PermissionDenied(
-            f"{what}: permission denied: the ACL token lacks the rights for this operation",
+        return PermissionDenied(f"{what}: {_denied(operation, resource)}", **kwargs)
+    if "client sent an http request to an https server" in low:
+        return BadRequest(
+            f"{what}: the address serves HTTPS: use an https:// address, scheme='https' or "
+            "CONSUL_HTTP_SSL=true",
             **kwargs,
         )
     if resp.status == 404 and operation.startswith("session."):
@@ -432,7 +459,7 @@ class Sessions(_Api):
             "PUT",
             "/v1/session/create",
             operation="session.create",
-            resource=str(body.get("Name", "")),
+            resource=str(body.get("Node", "")),
             params=self._dc_params(dc),
             body=json.dumps(body),
             idempotent=False,
@@ -445,10 +472,17 @@ class Sessions(_Api):
         log.debug("session.created", session_id=sid, name=body.get("Name"), ttl=body.get("TTL"))
         return sid
 
-    def destroy(self, session_id: str, *, dc: str | None = None) -> None:
+    def destroy(
+        self, session_id: str, *, dc: str | None = None, timeout: float | None = None
+    ) -> None:
         """Destroy a session (its keys are released or deleted per its behavior).
 
         Destroying a session that does not exist succeeds, as in Consul.
+
+        Args:
+            session_id: The session.
+            dc: Datacenter.
+            timeout: Seconds allowed for this request (default: the client's).
         """
         sid = check_session_id(session_id)
         self._call(
@@ -457,6 +491,7 @@ class Sessions(_Api):
             operation="session.destroy",
             resource=sid,
             params=self._dc_params(dc),
+            timeout=timeout,
         )
         log.debug("session.destroyed", session_id=sid)
 
@@ -511,9 +546,12 @@ class Sessions(_Api):
         With ``index`` this is a blocking query: it returns when the session changes or
         after ``wait`` (default 5 minutes, at most 10).
 
-        Note:
-            With ACLs, Consul also answers None for a live session the token may not
-            read; only an operation the token may do (e.g. renew) tells the two apart.
+        Warning:
+            With ACLs, Consul answers ``[]`` (so this returns None) also for a *live*
+            session the token may not read (no ``session:read`` on its node): None does not
+            prove that a session is gone. Only an operation the token may do tells the two
+            apart: :meth:`renew` raises :class:`SessionNotFound` for a session that is gone.
+            (:class:`LockManager` confirms its own session only by renewing it.)
         """
         sid = check_session_id(session_id)
         params, timeout = self._read_params(index, wait, consistency, dc)
@@ -540,7 +578,10 @@ class Sessions(_Api):
         consistency: Consistency = "default",
         dc: str | None = None,
     ) -> Session | None:
-        """Read one session; None when it does not exist. See :meth:`info_with_meta`."""
+        """Read one session; None when it does not exist *or the token may not read it*.
+
+        See :meth:`info_with_meta`: with ACLs, None does not prove the session is gone.
+        """
         return self.info_with_meta(
             session_id, index=index, wait=wait, consistency=consistency, dc=dc
         ).value
@@ -575,7 +616,10 @@ class Sessions(_Api):
         consistency: Consistency = "default",
         dc: str | None = None,
     ) -> QueryResult[builtins.list[Session]]:
-        """List every active session of the datacenter, with the query metadata."""
+        """List every active session of the datacenter, with the query metadata.
+
+        With ACLs, sessions on nodes the token may not read (``session:read``) are left out.
+        """
         return self._list(
             "/v1/session/list",
             operation="session.list",
@@ -606,7 +650,10 @@ class Sessions(_Api):
         consistency: Consistency = "default",
         dc: str | None = None,
     ) -> QueryResult[builtins.list[Session]]:
-        """List the active sessions of one node, with the query metadata."""
+        """List the active sessions of one node, with the query metadata.
+
+        With ACLs, ``[]`` when the token may not read the node's sessions (``session:read``).
+        """
         node = check_path_segment(node, "node")
         return self._list(
             f"/v1/session/node/{node}",
@@ -853,8 +900,7 @@ class KVStore(_Api):
                     )
                 if "permission denied" in text.lower():
                     raise PermissionDenied(
-                        f"{operation} {resource}: permission denied: the ACL token lacks "
-                        "the rights for this operation",
+                        f"{operation} {resource}: {_denied(operation, resource)}",
                         status=409,
                         body=resp.text,
                         operation=operation,
@@ -940,6 +986,16 @@ class Consul:
     Raises:
         ConfigurationError: Malformed settings or an unreadable token file. (Unreadable
             CA or client-certificate files raise it on the first request.)
+
+    Every request may raise :class:`PermissionDenied` (HTTP 403: the token lacks a rule;
+    the message names the operation, the key or session, and the rule) or its subclass
+    :class:`ACLNotFound` (Consul does not know the token), :class:`TLSError` (untrusted or
+    mismatched server certificate, client certificate refused) and
+    :class:`ConsulUnavailable`. No message, ``repr`` or log line contains the token.
+
+    ACL caveat: Consul hides what a token may not read instead of refusing it:
+    ``sessions.info`` answers None and ``sessions.list``/``node`` leave sessions out, also
+    for live sessions; KV reads of keys without ``key:read`` are refused (403).
     """
 
     def __init__(

@@ -72,7 +72,7 @@ class ManagerState(enum.Enum):
     CLOSED = "closed"
 
 
-class InvalidTransition(RuntimeError):
+class InvalidTransition(RuntimeError):  # noqa: N818 - public name
     """A state machine was asked for a transition it does not allow (a locksmith bug)."""
 
 
@@ -150,8 +150,7 @@ class LeaseTimer:
         The server may hand back a TTL higher than requested; it is adopted. A renewal
         that started before the one already recorded cannot move the deadline back.
         """
-        if started >= self.started:
-            self.started = started
+        self.started = max(started, self.started)
         if ttl is not None:
             self.ttl = ttl
 
@@ -321,7 +320,13 @@ def settle_reason(observed: LossReason, lease_valid: bool) -> LossReason:
 
 
 def watch_prefix(keys: list[str] | set[str] | frozenset[str]) -> str:
-    """The longest common prefix of ``keys``: one recursive blocking query watches them all."""
+    """The prefix one recursive blocking query watches ``keys`` with.
+
+    Their longest common prefix, cut back to its last ``/`` when it has one: siblings
+    acquired later (``jobs/a`` then ``jobs/b``) then fall under the same watch.
+    """
     if not keys:
         return ""
-    return os.path.commonprefix(sorted(keys))
+    common = os.path.commonprefix(sorted(keys))  # noqa: RUF071 - KV prefixes are strings
+    slash = common.rfind("/")
+    return common[: slash + 1] if slash >= 0 else common

@@ -433,7 +433,7 @@ class Lock:
             return _AGAIN
         delay_seen[0] = None
         # WatchKey: block until the key changes (the holder releases or its session ends).
-        woke = mgr._watch_key(self.key, action.index, min(action.wait, mgr._max_block()))
+        woke = mgr._watch_key(self.key, action.index, action.wait)
         if holder is not None and woke.session != holder:
             mgr._holder_gone(self.key, holder)
         return _AGAIN
@@ -537,9 +537,6 @@ class _KeyWake:
 #: First and largest retry interval of an acquire while Consul is unreachable.
 _RETRY_START = 0.05
 _RETRY_CAP = 2.0
-#: Blocking-query wait used while a thread cannot be interrupted (no transport support):
-#: bounds how long close() and re-watching may be held up.
-_UNINTERRUPTIBLE_WAIT = 5.0
 #: Timeout of one cleanup request (release of a presumed-lost key, destroy).
 _CLEANUP_TIMEOUT = 2.0
 #: Retry intervals of the cleanup thread.
@@ -797,21 +794,12 @@ class LockManager(RecipesMixin):
             self._threads.append(t)
             t.start()
 
-    def _can_interrupt(self) -> bool:
-        return callable(getattr(self._consul, "_interrupt", None))
-
     def _interrupt(self, ident: int) -> None:
         """Cut short a blocking query that thread ``ident`` is waiting in."""
-        interrupt = getattr(self._consul, "_interrupt", None)
-        if callable(interrupt):
-            try:
-                interrupt(ident)
-            except LocksmithError as exc:
-                log.debug("interrupt.failed", error=str(exc))
-
-    def _max_block(self) -> float:
-        """The longest blocking-query wait: short while blocked threads cannot be interrupted."""
-        return _WATCH_WAIT if self._can_interrupt() else _UNINTERRUPTIBLE_WAIT
+        try:
+            self._consul._interrupt(ident)
+        except LocksmithError as exc:
+            log.debug("interrupt.failed", error=str(exc))
 
     def _check_open(self) -> None:
         if self._state is not ManagerState.RUNNING:
@@ -1046,9 +1034,7 @@ class LockManager(RecipesMixin):
             return False
         lease = h.lease
         try:
-            self._consul.kv.put(
-                lease.key, lease.value, release=lease.session_id, flags=lease.flags
-            )
+            self._consul.kv.put(lease.key, lease.value, release=lease.session_id, flags=lease.flags)
         except SessionNotFound:
             pass  # the session ended: the key is released (or deleted) already
         except ConsulUnavailable:
@@ -1213,9 +1199,7 @@ class LockManager(RecipesMixin):
             destroys = set(self._pending_destroys)
         for (key, sid), (value, flags) in releases.items():
             try:
-                self._consul.kv.put(
-                    key, value, release=sid, flags=flags, timeout=_CLEANUP_TIMEOUT
-                )
+                self._consul.kv.put(key, value, release=sid, flags=flags, timeout=_CLEANUP_TIMEOUT)
                 log.info("lock.cleanup_released", key=key, session_id=sid)
             except SessionNotFound:
                 pass  # the session is gone: so is its hold on the key
@@ -1231,7 +1215,7 @@ class LockManager(RecipesMixin):
         # Destroy only after the keys are released: a destroy would put them under lock-delay.
         for sid in destroys - busy:
             try:
-                self._consul.sessions.destroy(sid)
+                self._consul.sessions.destroy(sid, timeout=_CLEANUP_TIMEOUT)
                 log.info("session.destroyed", session_id=sid, cleanup=True)
             except ConsulUnavailable as exc:
                 log.info("session.cleanup_retry", session_id=sid, error=str(exc))
@@ -1267,7 +1251,7 @@ class LockManager(RecipesMixin):
                 continue
             try:
                 res = self._consul.kv.list_with_meta(
-                    prefix, index=index or None, wait=self._max_block() if index else None
+                    prefix, index=index or None, wait=_WATCH_WAIT if index else None
                 )
             except ConsulUnavailable as exc:
                 if self._stop.is_set():

@@ -1,0 +1,1 @@
+"""Helpers shared by the lock manager's tests (proxy, child process, polling)."""
