@@ -3,6 +3,7 @@
 The public surface is re-exported here; everything in ``locksmith._*`` modules is private.
 """
 
+from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE, run_exclusive
 from locksmith._client import (
     Consul,
     KVEntry,
@@ -13,12 +14,12 @@ from locksmith._client import (
     Session,
     Sessions,
 )
-from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE, run_exclusive
 from locksmith._clock import Clock, FakeClock, SystemClock
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
 from locksmith._config import ConnectionConfig
 from locksmith._core import LockState, LossReason, ManagerState
 from locksmith._durations import format_duration, parse_duration
+from locksmith._election import Election, LeaderInfo, LeadershipEvent
 from locksmith._exceptions import (
     ACLNotFound,
     BadRequest,
@@ -38,7 +39,6 @@ from locksmith._exceptions import (
     TLSError,
     ValidationError,
 )
-from locksmith._election import Election, LeaderInfo, LeadershipEvent
 from locksmith._manager import Lease, Lock, LockDelayEvent, LockManager, LossEvent
 from locksmith._registration import Registration
 from locksmith._semaphore import Semaphore
@@ -47,19 +47,19 @@ from locksmith._singleton import SingletonGuard
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACLNotFound",
-    "BadRequest",
     "CONSUL_LOCK_FLAGS",
     "CONSUL_SEMAPHORE_FLAGS",
+    "EXIT_LOCK_LOST",
+    "EXIT_NOT_ACQUIRED",
+    "EXIT_USAGE",
+    "ACLNotFound",
+    "BadRequest",
     "Clock",
     "ConfigurationError",
     "ConnectionConfig",
     "Consul",
     "ConsulError",
     "ConsulUnavailable",
-    "EXIT_LOCK_LOST",
-    "EXIT_NOT_ACQUIRED",
-    "EXIT_USAGE",
     "Election",
     "FakeClock",
     "KVEntry",

@@ -49,8 +49,11 @@ def run_worker(name: str, address: str, ttl: str, lock_delay: str) -> int:
         LockManager(consul, ttl=ttl, lock_delay=lock_delay, name=f"demo-{name}") as mgr,
     ):
         election = mgr.election(ELECTION_KEY, value=name)
-        election.on_deposed(lambda e: _emit(worker=name, event="deposed",
-                                            reason=e.reason.value if e.reason else "resigned"))
+        election.on_deposed(
+            lambda e: _emit(
+                worker=name, event="deposed", reason=e.reason.value if e.reason else "resigned"
+            )
+        )
         _emit(worker=name, event="campaigning")
 
         def lead(cancel: threading.Event) -> None:
@@ -125,9 +128,21 @@ def run_demo(ttl: str = "10s", lock_delay: str = "2s") -> int:
     try:
         for name in ("alpha", "bravo", "charlie"):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "locksmith.demo", "--worker", name, "--address", addr,
-                 "--ttl", ttl, "--lock-delay", lock_delay],
-                stdout=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "locksmith.demo",
+                    "--worker",
+                    name,
+                    "--address",
+                    addr,
+                    "--ttl",
+                    ttl,
+                    "--lock-delay",
+                    lock_delay,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
             )
             procs[name] = proc
             threading.Thread(target=reader, args=(name, proc), daemon=True).start()
@@ -153,15 +168,21 @@ def run_demo(ttl: str = "10s", lock_delay: str = "2s") -> int:
         )
         time.sleep(1.0)
         print()
-        print(f"leader killed at {killed_at - t0:.2f}s; next leader at {second['t'] - t0:.2f}s "
-              f"(failover {second['t'] - killed_at:.2f}s; the server's bound is 2xTTL + "
-              f"lock-delay after the last renewal)")
+        print(
+            f"leader killed at {killed_at - t0:.2f}s; next leader at {second['t'] - t0:.2f}s "
+            f"(failover {second['t'] - killed_at:.2f}s; the server's bound is 2xTTL + "
+            f"lock-delay after the last renewal)"
+        )
         if third is not None:
-            print(f"graceful resign handed over in "
-                  f"{third['t'] - _resign_time(events, survivor):.3f}s (no lock-delay)")
+            print(
+                f"graceful resign handed over in "
+                f"{third['t'] - _resign_time(events, survivor):.3f}s (no lock-delay)"
+            )
         tokens = [e["token"] for e in events if e["event"] == "elected"]
-        print(f"fencing tokens in election order: {tokens} "
-              f"({'strictly increasing' if tokens == sorted(set(tokens)) else 'NOT increasing'})")
+        print(
+            f"fencing tokens in election order: {tokens} "
+            f"({'strictly increasing' if tokens == sorted(set(tokens)) else 'NOT increasing'})"
+        )
         return 0 if tokens == sorted(set(tokens)) else 1
     finally:
         for proc in procs.values():
@@ -200,8 +221,11 @@ def _show(ev: dict[str, Any], t0: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m locksmith.demo``."""
-    parser = argparse.ArgumentParser(prog="python -m locksmith.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m locksmith.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--worker", metavar="NAME", help="run one worker instead of the demo")
     parser.add_argument("--address", help="Consul HTTP address (worker mode)")
     parser.add_argument("--ttl", default="10s", help="session TTL (default 10s)")
