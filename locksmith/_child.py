@@ -10,6 +10,7 @@ the child's exit status returned.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -43,6 +44,9 @@ EXIT_NOT_ACQUIRED = 75
 #: The lock was lost while the child ran; the child was terminated.
 EXIT_LOCK_LOST = 76
 
+#: Seconds between checks of the guard while the child runs (besides loss callbacks).
+_POLL = 0.5
+
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -59,9 +63,7 @@ class Guard(Protocol):
 
     def release(self) -> bool: ...
 
-    def on_lost(
-        self, callback: Callable[[LossEvent], object]
-    ) -> Callable[[LossEvent], object]: ...
+    def on_lost(self, callback: Callable[[LossEvent], object]) -> Callable[[LossEvent], object]: ...
 
 
 def run_exclusive(
@@ -122,6 +124,10 @@ def run_exclusive(
         }
     )
     cmd: list[str] = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
+    if lost.is_set() or not guard.held:
+        log.warning("child.not_started_lock_lost", key=guard.key)
+        _release_quietly(guard)
+        return EXIT_LOCK_LOST
     try:
         proc = subprocess.Popen(
             cmd,
@@ -136,12 +142,21 @@ def run_exclusive(
     if on_started is not None:
         on_started(lease, proc.pid)
     restore = _forward_signals(proc)
-    waiter = threading.Thread(target=lambda: (proc.wait(), wake.set()), daemon=True)
+
+    def wait_child() -> None:
+        proc.wait()
+        wake.set()
+
+    waiter = threading.Thread(target=wait_child, daemon=True)
     waiter.start()
     try:
         while proc.poll() is None:
-            wake.wait()
+            # The loss callback wakes us; the poll also catches a lease deadline passing
+            # while no thread of the manager could run (e.g. this process was stopped).
+            wake.wait(_POLL)
             wake.clear()
+            if not guard.held:
+                lost.set()
             if lost.is_set() and proc.poll() is None:
                 _terminate_group(proc, grace)
         status = proc.returncode
@@ -189,10 +204,8 @@ def _forward_signals(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
     previous: dict[int, object] = {}
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
 
     for sig in _FORWARDED:
         previous[sig] = signal.signal(sig, forward)

@@ -113,8 +113,12 @@ class Election:
         """
         lease = self._lock.acquire(timeout=timeout)
         assert lease is not None
-        log.info("election.elected", key=self.key, session_id=lease.session_id,
-                 fencing_token=lease.fencing_token)
+        log.info(
+            "election.elected",
+            key=self.key,
+            session_id=lease.session_id,
+            fencing_token=lease.fencing_token,
+        )
         self._mgr._emit(self._elected_cbs, LeadershipEvent(self.key, lease))
         return lease
 
@@ -175,8 +179,13 @@ class Election:
         self._deposed_cbs.append(callback)
         return callback
 
-    def run(self, fn: Callable[[threading.Event], R], *, rejoin: bool = True,
-            timeout: float | None = None) -> R:
+    def run(
+        self,
+        fn: Callable[[threading.Event], R],
+        *,
+        rejoin: bool = True,
+        timeout: float | None = None,
+    ) -> R:
         """Campaign, then run ``fn(cancel)`` while leading.
 
         ``cancel`` is set as soon as leadership is lost; ``fn`` should return promptly then.
@@ -249,7 +258,8 @@ class Election:
         """Yield the current leader, then every change (new leader, new value, no leader).
 
         Uses blocking queries; each change is yielded once, in order. Stops when
-        ``timeout`` seconds have passed, when ``stop`` is set, or the manager closes.
+        ``timeout`` seconds have passed, when ``stop`` is set (noticed within about 5 s),
+        or the manager closes.
         """
         clock = self._mgr._clock
         deadline = None if timeout is None else clock.monotonic() + timeout
@@ -263,7 +273,9 @@ class Election:
                 return
             if self._mgr.state.value in ("closing", "closed"):
                 return
-            wait = 60.0 if deadline is None else max(0.001, min(60.0, deadline - now))
+            # With a stop event, block in shorter queries so that setting it takes effect soon.
+            cap = 60.0 if stop is None else 5.0
+            wait = cap if deadline is None else max(0.001, min(cap, deadline - now))
             try:
                 res = kv.get_with_meta(self.key, index=index or None, wait=wait if index else None)
             except ConsulUnavailable as exc:

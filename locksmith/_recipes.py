@@ -12,14 +12,14 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from locksmith._compat import CONSUL_LOCK_FLAGS, lock_key
+from locksmith._election import Election
+from locksmith._registration import Registration
+from locksmith._semaphore import Semaphore
+from locksmith._singleton import SingletonGuard
 from locksmith._validate import check_key
 
 if TYPE_CHECKING:
-    from locksmith._election import Election
     from locksmith._manager import Lock, LockManager
-    from locksmith._registration import Registration
-    from locksmith._semaphore import Semaphore
-    from locksmith._singleton import SingletonGuard
 
 __all__ = ["RecipesMixin"]
 
@@ -47,7 +47,8 @@ class RecipesMixin:
 
     def _ephemeral(self) -> LockManager:
         """The companion manager with a ``Behavior=delete`` session (made on first use)."""
-        from locksmith._manager import LockManager
+        # _manager imports this module: import it when first needed.
+        from locksmith._manager import LockManager  # noqa: PLC0415
 
         me: LockManager = self  # type: ignore[assignment]
         with self._recipes_lock:
@@ -89,30 +90,22 @@ class RecipesMixin:
 
     def election(self, key: str, value: bytes | str = b"") -> Election:
         """A leader election on ``key``; ``value`` is published while leading."""
-        from locksmith._election import Election
-
         return Election(self, key, value)  # type: ignore[arg-type]
 
     def semaphore(self, prefix: str, limit: int, value: bytes | str = b"") -> Semaphore:
         """A semaphore of ``limit`` holders in Consul's ``api.Semaphore`` layout."""
-        from locksmith._semaphore import Semaphore
-
         return Semaphore(self, prefix, limit, value)  # type: ignore[arg-type]
 
     def singleton(
         self, key: str, timeout: float | None = 0, value: bytes | str = b""
     ) -> SingletonGuard:
         """A guard that lets one process of the fleet run a job (context manager/decorator)."""
-        from locksmith._singleton import SingletonGuard
-
         return SingletonGuard(self, key, timeout, value)  # type: ignore[arg-type]
 
     def register(
         self, key: str, value: bytes | str = b"", *, timeout: float | None = 30.0
     ) -> Registration:
         """Write an ephemeral key that exists while this process lives (Behavior=delete)."""
-        from locksmith._registration import Registration
-
         reg = Registration(self, key, value)  # type: ignore[arg-type]
         reg.open(timeout)
         return reg

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING
 import structlog
 
 from locksmith._core import LockState
-from locksmith._exceptions import ConsulUnavailable, LockError, LocksmithError, LockTimeout
+from locksmith._exceptions import (
+    ConsulUnavailable,
+    LockConflict,
+    LockError,
+    LocksmithError,
+    ManagerClosed,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from locksmith._manager import Lease, Lock, LockManager, LossEvent
@@ -76,6 +83,8 @@ class Registration:
         return lease
 
     def _lost(self, event: LossEvent) -> None:
+        if self._closed.is_set():
+            return
         for cb in list(self._lost_cbs):
             try:
                 cb(event)
@@ -97,19 +106,23 @@ class Registration:
                 if self._lock.state is LockState.LOST:
                     self._lock.release()
                 lease = self._lock.acquire(timeout=30.0)
-            except (LockTimeout, ConsulUnavailable) as exc:
+            except (ManagerClosed, LockConflict, ValidationError) as exc:
+                log.warning("registration.abandoned", key=self.key, error=str(exc))
+                return
+            except LocksmithError as exc:
+                # Consul unreachable, key held elsewhere, or a bound check still critical
+                # (Consul refuses new sessions on it): keep trying while the process lives.
                 log.info("registration.retry", key=self.key, error=str(exc))
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            except LocksmithError as exc:
-                log.warning("registration.abandoned", key=self.key, error=str(exc))
-                return
             if lease is None:
                 continue
+            if self._closed.is_set():
+                self._delete_own()
+                return
             log.info("registration.reregistered", key=self.key, session_id=lease.session_id)
-            for cb in list(self._rereg_cbs):
-                self._eph._emit([cb], lease)
+            self._eph._emit(list(self._rereg_cbs), lease)
             return
 
     def close(self) -> None:
@@ -118,11 +131,17 @@ class Registration:
             return
         self._closed.set()
         self._parent._untrack(self)
+        self._delete_own()
+        log.info("registration.closed", key=self.key)
+
+    def _delete_own(self) -> None:
+        """Release the key, then delete it unless someone else took it in between."""
         try:
             if self._lock.state in (LockState.HELD, LockState.LOST):
                 self._lock.release()
-            self._parent.consul.kv.delete(self.key)
-            log.info("registration.closed", key=self.key)
+            entry = self._parent.consul.kv.get(self.key)
+            if entry is not None and entry.session is None:
+                self._parent.consul.kv.delete(self.key, cas=entry.modify_index)
         except (LockError, ConsulUnavailable) as exc:
             log.warning("registration.close_failed", key=self.key, error=str(exc))
 

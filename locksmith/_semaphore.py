@@ -109,7 +109,7 @@ class Semaphore:
             LockTimeout: No slot within ``timeout``.
             LockConflict: The prefix holds another lock kind, or another limit.
         """
-        from locksmith._manager import Lease
+        from locksmith._manager import Lease  # noqa: PLC0415 - _manager imports this module
 
         if self.held:
             raise LockError(f"semaphore {self.prefix!r} is already held by this object")
@@ -159,8 +159,13 @@ class Semaphore:
                         with self._mu:
                             self._lease = lease
                         self._parent._track(self)
-                        log.info("semaphore.acquired", key=self.prefix, session_id=sid,
-                                 fencing_token=lease.fencing_token, limit=self.limit)
+                        log.info(
+                            "semaphore.acquired",
+                            key=self.prefix,
+                            session_id=sid,
+                            fencing_token=lease.fencing_token,
+                            limit=self.limit,
+                        )
                         return lease
                     index = 0  # lost a CAS race: read again at once
                     continue
@@ -179,9 +184,7 @@ class Semaphore:
 
     def _make_contender(self, eph: LockManager) -> Lock:
         sess = eph._ensure_session()
-        contender = eph.lock(
-            f"{self.prefix}/{sess.id}", self.value, flags=CONSUL_SEMAPHORE_FLAGS
-        )
+        contender = eph.lock(f"{self.prefix}/{sess.id}", self.value, flags=CONSUL_SEMAPHORE_FLAGS)
         contender.on_lost(self._contender_lost)
         if contender.acquire(blocking=False) is None:
             raise LockError(f"semaphore {self.prefix!r}: cannot create the contender key")
@@ -194,9 +197,13 @@ class Semaphore:
             lease, self._lease = self._lease, None
         if lease is None:
             return
-        log.warning("semaphore.lost", key=self.prefix, session_id=lease.session_id,
-                    reason=event.reason.value)
-        from locksmith._manager import LossEvent as _LossEvent
+        log.warning(
+            "semaphore.lost",
+            key=self.prefix,
+            session_id=lease.session_id,
+            reason=event.reason.value,
+        )
+        from locksmith._manager import LossEvent as _LossEvent  # noqa: PLC0415 - import cycle
 
         slot_event = _LossEvent(self.prefix, event.reason, lease, event.detected_at)
         for cb in list(self._callbacks):
@@ -272,7 +279,11 @@ class Semaphore:
         self._drop_contender()
         self._parent._untrack(self)
         if was_held:
-            log.info("semaphore.released", key=self.prefix, session_id=lease.session_id if lease else None)
+            log.info(
+                "semaphore.released",
+                key=self.prefix,
+                session_id=lease.session_id if lease else None,
+            )
         return was_held
 
     def _remove_holder(self, sid: str) -> None:

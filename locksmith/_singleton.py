@@ -79,8 +79,12 @@ class SingletonGuard:
             log.info("singleton.skipped", key=self.key)
         else:
             self.cancelled.clear()
-            log.info("singleton.running", key=self.key, session_id=lease.session_id,
-                     fencing_token=lease.fencing_token)
+            log.info(
+                "singleton.running",
+                key=self.key,
+                session_id=lease.session_id,
+                fencing_token=lease.fencing_token,
+            )
         self._stack().append(lock)
         return lease
 
@@ -109,4 +113,3 @@ class SingletonGuard:
                 return fn(*args, **kwargs)
 
         return wrapper
-

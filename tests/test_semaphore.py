@@ -1,0 +1,199 @@
+"""The semaphore (Consul's api.Semaphore layout) against a real Consul."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from recipe_helpers import (
+    CHILD,
+    Proc,
+    consul_client,
+    fresh_prefix,
+    read_lines,
+    wait_for,
+    wait_node_ready,
+)
+
+from locksmith import (
+    CONSUL_SEMAPHORE_FLAGS,
+    Consul,
+    Lease,
+    LockConflict,
+    LockManager,
+    LockTimeout,
+    LossEvent,
+    LossReason,
+    Semaphore,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _node_ready(consul_addr: str) -> None:
+    wait_node_ready(consul_addr)
+
+
+@pytest.fixture
+def consul(consul_addr: str) -> Iterator[Consul]:
+    yield from consul_client(consul_addr)
+
+
+@pytest.fixture
+def prefix(consul: Consul) -> Iterator[str]:
+    p = fresh_prefix()
+    yield p
+    consul.kv.delete(p, recurse=True)
+
+
+def _managers(stack: ExitStack, consul: Consul, n: int) -> list[LockManager]:
+    return [stack.enter_context(LockManager(consul, ttl="10s", lock_delay="1s")) for _ in range(n)]
+
+
+def test_limit_with_more_contenders_holders_and_release(consul: Consul, prefix: str) -> None:
+    limit = 2
+    with ExitStack() as stack:
+        mgrs = _managers(stack, consul, limit + 2)
+        sems = [m.semaphore(prefix, limit, value=f"w{i}") for i, m in enumerate(mgrs)]
+        leases = [sems[0].acquire(timeout=10), sems[1].acquire(timeout=10)]
+        assert all(lease is not None for lease in leases)
+        sids = sorted(lease.session_id for lease in leases if lease)
+        assert sems[2].holders() == sids
+        assert sems[2].acquire(blocking=False) is None
+        with pytest.raises(LockTimeout):
+            sems[3].acquire(timeout=0.5)
+
+        # Consul's layout: .lock JSON {"Limit","Holders"} and contender keys, Consul's flags.
+        raw = consul.kv.get(f"{prefix}/.lock")
+        assert raw is not None and raw.flags == CONSUL_SEMAPHORE_FLAGS
+        assert json.loads(raw.value) == {"Limit": 2, "Holders": {s: True for s in sids}}
+        entries = {e.key: e for e in consul.kv.list(prefix)}
+        for sid in sids:
+            assert entries[f"{prefix}/{sid}"].session == sid
+            assert entries[f"{prefix}/{sid}"].flags == CONSUL_SEMAPHORE_FLAGS
+
+        got: dict[int, Lease | BaseException | None] = {}
+
+        def take(i: int) -> None:
+            try:
+                got[i] = sems[i].acquire(timeout=20)
+            except BaseException as exc:
+                got[i] = exc
+
+        waiters = [threading.Thread(target=take, args=(i,)) for i in (2, 3)]
+        for t in waiters:
+            t.start()
+        assert sems[0].release() is True
+        # One slot freed: exactly one waiter gets it, the other keeps waiting.
+        wait_for(lambda: len(got) >= 1, 10, "a waiter to take the freed slot")
+        assert len(sems[0].holders()) == limit
+        first = next(iter(got))
+        assert isinstance(got[first], Lease)
+        assert sems[first].held and not sems[5 - first].held
+        assert sems[1].release() is True
+        for t in waiters:
+            t.join(10)
+        assert all(isinstance(v, Lease) for v in got.values())
+        tokens = [leases[0].fencing_token, leases[1].fencing_token]  # type: ignore[union-attr]
+        assert min(v.fencing_token for v in got.values()) > max(tokens)  # type: ignore[union-attr]
+        assert sorted(sems[0].holders()) == sorted(s.lease.session_id for s in sems[2:] if s.lease)
+        for s in sems[2:]:
+            s.release()
+        assert sems[0].holders() == []
+        # The contender keys are gone; only .lock stays (with no holders).
+        assert [e.key for e in consul.kv.list(prefix)] == [f"{prefix}/.lock"]
+
+
+def test_loss_when_session_destroyed(consul: Consul, prefix: str) -> None:
+    lost: list[LossEvent] = []
+    with ExitStack() as stack:
+        a, b = _managers(stack, consul, 2)
+        sa, sb = a.semaphore(prefix, 1), b.semaphore(prefix, 1)
+        sa.on_lost(lost.append)
+        lease = sa.acquire(timeout=10)
+        assert lease is not None
+        got: list[Lease | None] = []
+        t = threading.Thread(target=lambda: got.append(sb.acquire(timeout=20)))
+        t.start()
+        consul.sessions.destroy(lease.session_id)
+        wait_for(lambda: lost, 10, "the loss callback")
+        t.join(20)
+        assert not sa.held
+        assert got and got[0] is not None and sb.held
+        assert sb.holders() == [got[0].session_id]
+        assert sa.release() is False  # it had been lost
+    assert lost[0].reason is LossReason.SESSION_INVALIDATED
+    assert lost[0].key == prefix and lost[0].lease == lease
+
+
+def test_limit_and_kind_conflicts(consul: Consul, prefix: str) -> None:
+    with ExitStack() as stack:
+        a, b = _managers(stack, consul, 2)
+        with a.semaphore(prefix, 2):
+            with pytest.raises(LockConflict, match="limit"):
+                b.semaphore(prefix, 3).acquire(timeout=1)
+            # A Consul-layout lock on a semaphore prefix is a conflict, not a takeover.
+            with pytest.raises(LockConflict):
+                b.consul_lock(prefix).acquire(timeout=1)
+        other = fresh_prefix()
+        try:
+            with a.consul_lock(other), pytest.raises(LockConflict):
+                b.semaphore(other, 2).acquire(timeout=1)
+        finally:
+            consul.kv.delete(other, recurse=True)
+        # Nothing left behind by the refused contender: no key of b's session.
+        sid = b._ephemeral().current_session_id
+        assert all(e.session != sid for e in consul.kv.list(prefix))
+
+
+def test_run_exclusive_on_semaphore_env(consul: Consul, prefix: str, tmp_path: Path) -> None:
+    from locksmith import run_exclusive
+
+    out = tmp_path / "child.jsonl"
+    with LockManager(consul, ttl="10s") as m:
+        sem: Semaphore = m.semaphore(prefix, 2)
+        code = run_exclusive(sem, [sys.executable, CHILD, str(out), "--hold", "0.1", "--code", "7"])
+        assert code == 7
+        assert not sem.held
+    start = read_lines(out)[0]
+    assert start["env"]["LOCKSMITH_KEY"] == prefix
+    assert start["env"]["CONSUL_LOCK_HELD"] == "true"
+
+
+@pytest.mark.slow
+def test_slot_freed_after_holder_process_stopped(
+    consul: Consul, consul_addr: str, prefix: str
+) -> None:
+    """A SIGSTOPped holder stops renewing: its slot is lost at ~2xTTL and taken by another."""
+    # A semaphore holder in another process (a Python one-liner holding a slot).
+    code = f"""
+import json, time
+from locksmith import Consul, LockManager
+def say(**kw): print(json.dumps(kw), flush=True)
+m = LockManager(Consul({consul_addr!r}), ttl="10s").start()
+s = m.semaphore({prefix!r}, 1)
+s.on_lost(lambda e: say(event="lost", reason=e.reason.value))
+lease = s.acquire(timeout=20)
+say(event="held", session=lease.session_id)
+time.sleep(600)
+"""
+    p = Proc([sys.executable, "-c", code])
+    try:
+        held = p.wait_event(lambda e: e["event"] == "held", 20, "the slot held")
+        with LockManager(consul, ttl="10s") as m:
+            sem = m.semaphore(prefix, 1)
+            p.signal(signal.SIGSTOP)
+            lease = sem.acquire(timeout=45)
+            assert lease is not None and lease.session_id != held["session"]
+            assert sem.holders() == [lease.session_id]
+            p.signal(signal.SIGCONT)
+            lost = p.wait_event(lambda e: e["event"] == "lost", 15, "the stopped holder's loss")
+            assert lost["reason"] == LossReason.LEASE_EXPIRED.value
+            assert sem.held
+    finally:
+        p.stop()
