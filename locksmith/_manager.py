@@ -81,6 +81,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: How long the watcher blocks per query when nothing changes.
 _WATCH_WAIT = 300.0
+#: Pause after each watch wake so a burst of writes under the prefix costs one re-list.
+_WATCH_COALESCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -1273,14 +1275,25 @@ class LockManager(RecipesMixin):
             if self._check_holds(s, holds, {e.key: e for e in res.value}):
                 index = 0
                 self._stop.wait(0.2)
+            elif index:
+                # Coalesce bursts (e.g. acquiring many keys under the prefix): each write wakes
+                # the watch, and each wake re-lists every held key.
+                self._stop.wait(_WATCH_COALESCE)
 
     def _check_holds(
         self, s: _SessionHandle, holds: dict[str, _Hold], entries: dict[str, KVEntry]
     ) -> bool:
         """Report the holds the watch shows lost. True: undecided, look again."""
-        suspects = [
-            (k, h) for k, h in holds.items() if entries.get(k) is None or entries[k].session != s.id
-        ]
+        with self._mu:
+            # Keys released (or re-acquired) by us since the snapshot are not suspects: our own
+            # release must not cost a confirming renew.
+            suspects = [
+                (k, h)
+                for k, h in holds.items()
+                if (entries.get(k) is None or entries[k].session != s.id)
+                and (cur := self._holds.get(k)) is not None
+                and cur.lease is h.lease
+            ]
         if not suspects:
             return False
         if not s.timer.valid(self._clock.monotonic()):
