@@ -124,6 +124,13 @@ class ConnectionConfig:
                 token = _read_token_file(token_file)
             else:
                 token = env.get("CONSUL_HTTP_TOKEN") or None
+        if token is not None and not isinstance(token, str):
+            raise ConfigurationError(f"token: must be a string, got {type(token).__name__}")
+        if token and any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+            # Never quote the value: it is a secret.
+            raise ConfigurationError(
+                "token: contains a line break or control character (value not shown)"
+            )
         if verify is None:
             env_verify = _env_bool(env, "CONSUL_HTTP_SSL_VERIFY")
             verify = True if env_verify is None else env_verify

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import re
 import socket
 import ssl
 import threading
@@ -39,6 +40,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import consul.base
@@ -316,7 +318,7 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
             ) from exc
         if isinstance(exc, ssl.SSLError):
             raise TLSError(
-                f"TLS with Consul at {where} failed: {_ssl_reason(exc)}",
+                f"TLS with Consul at {where} failed: {_ssl_reason(exc, self.config)}",
                 operation=method,
                 resource=path,
             ) from exc
@@ -356,6 +358,10 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
         (plus jitter) when ``params`` make this a blocking query.
         """
         params = list(params.items()) if isinstance(params, Mapping) else list(params or ())
+        # python-consul2's legacy-ACL wrappers put the token in the query string; URLs end up
+        # in logs and proxies, so a token parameter travels in the header instead.
+        url_token = next((str(v) for k, v in params if k == "token" and v), None)
+        params = [(k, v) for k, v in params if k != "token"]
         if timeout is None:
             timeout = blocking_timeout(self.config.timeout, _wait_of(params))
         timeout = max(timeout, 0.001)
@@ -370,10 +376,17 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
         else:
             body = str(data).encode("utf-8")
         hdrs = {"Accept": "application/json"}
-        if self.config.token:
-            hdrs["X-Consul-Token"] = self.config.token
+        token = url_token or self.config.token
+        if token:
+            hdrs["X-Consul-Token"] = token
         if headers:  # python-consul2's wrappers may pass a per-call token
             hdrs.update(headers)
+        for value in hdrs.values():
+            if not _HEADER_SAFE.fullmatch(value):
+                # http.client would raise ValueError quoting the value: maybe the token.
+                raise ConfigurationError(
+                    "a request header (e.g. the ACL token) contains control characters"
+                )
         for attempt in (0, 1):
             if self._closed:
                 raise self._closed_error(method, path)
@@ -427,17 +440,78 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _ssl_reason(exc: ssl.SSLError) -> str:
+#: Header values http.client accepts without complaint (printable text, tabs).
+_HEADER_SAFE = re.compile(r"[\t\x20-\x7e\x80-\uffff]*")
+
+#: OpenSSL reasons of a handshake the server refused, and what they mean for a Consul client.
+_PEER_REFUSED = {
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the server refused the client certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the server refused the handshake",
+    "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust the client certificate's CA",
+    "WRONG_VERSION_NUMBER": "the server does not speak TLS there",
+    "RECORD_LAYER_FAILURE": "the server does not speak TLS there",
+}
+_CLIENT_CERT_HINT = (
+    " (the agent verifies clients, verify_incoming: give a client certificate signed by its CA "
+    "with client_cert/client_key or CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY)"
+)
+
+
+def _ssl_reason(exc: ssl.SSLError, config: ConnectionConfig) -> str:
+    """A readable reason for a failed TLS handshake, with what to check."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate not trusted or does not match: {exc.verify_message}"
-    return exc.reason or str(exc)
+        message = str(exc.verify_message or exc.reason or exc)
+        if "mismatch" in message.lower() or "not valid for" in message.lower():
+            name = config.tls_server_name or config.host
+            return (
+                f"the server certificate does not match the name {name!r} ({message}); "
+                "set tls_server_name / CONSUL_TLS_SERVER_NAME to a name in the certificate, "
+                "e.g. server.<dc>.consul"
+            )
+        return (
+            f"the server certificate is not trusted ({message}); give the CA that signed it "
+            "with ca_file/ca_path or CONSUL_CACERT/CONSUL_CAPATH"
+        )
+    reason = exc.reason or ""
+    if reason in _PEER_REFUSED:
+        text = _PEER_REFUSED[reason]
+        if reason in {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"}:
+            return f"{text} ({reason}): is the address Consul's HTTPS port?"
+        if config.client_cert:
+            return f"{text} ({reason}): is {config.client_cert!r} signed by a CA it trusts?"
+        return f"{text} ({reason}): no client certificate was given" + _CLIENT_CERT_HINT
+    return reason or str(exc)
+
+
+def _ca_bundle(ca_path: str) -> str:
+    """Every PEM certificate in ``ca_path`` (recursively), like Consul's Go client loads it.
+
+    OpenSSL's own ``capath`` only finds files named by subject hash (``c_rehash``); Consul
+    reads every file in the directory, so locksmith does too.
+    """
+    root = Path(ca_path)
+    if not root.is_dir():
+        raise ConfigurationError(f"ca_path {ca_path!r} is not a directory")
+    chunks: list[str] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text(encoding="ascii", errors="replace")
+        except OSError as exc:
+            raise ConfigurationError(f"ca_path: cannot read {str(path)!r}: {exc.strerror}") from exc
+        if "-----BEGIN CERTIFICATE-----" in text:
+            chunks.append(text)
+    if not chunks:
+        raise ConfigurationError(f"ca_path {ca_path!r} holds no PEM certificate")
+    return "\n".join(chunks)
 
 
 def _ssl_context(config: ConnectionConfig) -> ssl.SSLContext:
     """Build the TLS context; unreadable CA or client-certificate files are configuration errors."""
     try:
-        ctx = ssl.create_default_context(cafile=config.ca_file, capath=config.ca_path)
-    except (OSError, ssl.SSLError) as exc:
+        cadata = _ca_bundle(config.ca_path) if config.ca_path else None
+        ctx = ssl.create_default_context(cafile=config.ca_file, cadata=cadata)
+    except (OSError, ssl.SSLError, ValueError) as exc:
         raise ConfigurationError(
             f"cannot load the CA certificates (ca_file={config.ca_file!r}, "
             f"ca_path={config.ca_path!r}): {exc}"

@@ -58,6 +58,7 @@ from locksmith._exceptions import (
     ManagerClosed,
     NotHeld,
     SessionNotFound,
+    TLSError,
     ValidationError,
 )
 from locksmith._recipes import RecipesMixin
@@ -343,6 +344,8 @@ class Lock:
                 mgr._check_open()
                 try:
                     step = self._attempt(planner, blocking, ambiguous, delay_seen)
+                except TLSError:
+                    raise  # a certificate problem does not heal by waiting
                 except ConsulUnavailable as exc:
                     now = clock.monotonic()
                     if not blocking:

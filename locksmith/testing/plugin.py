@@ -9,6 +9,13 @@ Fixtures:
     consul_cluster (module): a 3-server loopback :class:`ConsulCluster` (tests break it, so
         each module gets a fresh one). Tests using it are put in one xdist group.
     consul_container (session): a :class:`DockerConsul`; skipped when no Docker engine answers.
+    consul_acl_agent (session): an :class:`ACLConsulAgent`: ACLs on, ``default_policy = "deny"``,
+        ``.acl_master_token``, ``.make_token(rules_hcl)`` to mint tokens for your own policies.
+    make_acl_token (function): ``make_acl_token(rules_hcl) -> secret`` on ``consul_acl_agent``;
+        the tokens and policies are deleted at teardown.
+    consul_tls_agent (session): a :class:`TLSConsulAgent` serving HTTPS with ``verify_incoming``,
+        certificates made with ``consul tls``: ``.https_addr``, ``.ca_file``, ``.ca_path``,
+        ``.client_cert``, ``.client_key``, ``.server_name``.
 
 A missing consul binary fails the fixtures with the explanation from :func:`find_consul`: a CI
 run must not silently skip. When a test fails, the tail of the agent's log is added to its report.
@@ -18,25 +25,38 @@ from __future__ import annotations
 
 import itertools
 import os
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import pytest
 
+from ._acl import ACLConsulAgent, ACLError, ACLToken
 from ._agent import ConsulAgent, ConsulStartError
 from ._binary import ConsulNotFoundError, find_consul
 from ._cluster import ConsulCluster
 from ._docker import DockerConsul, docker_available
+from ._tls import TLSConsulAgent, TLSMaterial, make_tls_material
 
 __all__ = [
+    "ACLConsulAgent",
+    "ACLError",
+    "ACLToken",
     "ExternalConsul",
+    "TLSConsulAgent",
+    "TLSMaterial",
+    "consul_acl_agent",
     "consul_addr",
     "consul_agent",
     "consul_agent_factory",
     "consul_cluster",
     "consul_container",
+    "consul_tls_agent",
+    "make_acl_token",
+    "make_tls_material",
 ]
 
 CLUSTER_XDIST_GROUP = "locksmith-consul-cluster"
@@ -110,9 +130,10 @@ def pytest_runtest_makereport(
     report = yield
     if report.failed and call.when in ("setup", "call"):
         funcargs: dict[str, Any] = getattr(item, "funcargs", {})
-        agent = funcargs.get("consul_agent")
-        if isinstance(agent, ConsulAgent):
-            report.sections.append(("consul agent log (tail)", agent.log_tail(4000)))
+        for name in ("consul_agent", "consul_acl_agent", "consul_tls_agent"):
+            agent = funcargs.get(name)
+            if isinstance(agent, ConsulAgent):
+                report.sections.append((f"{name} log (tail)", agent.log_tail(4000)))
         cluster = funcargs.get("consul_cluster")
         if isinstance(cluster, ConsulCluster):
             for i, node in enumerate(cluster.nodes):
@@ -202,3 +223,55 @@ def consul_container() -> Iterator[DockerConsul]:
         yield container
     finally:
         container.stop()
+
+
+@pytest.fixture(scope="session")
+def consul_acl_agent() -> Iterator[ACLConsulAgent]:
+    """A dev agent with ACLs on (default deny) and a master token, per xdist worker.
+
+    ``.acl_master_token`` is the master token; ``.make_token(rules_hcl)`` makes a token whose
+    only policy is ``rules_hcl`` and returns its secret.
+    """
+    try:
+        agent = ACLConsulAgent(node_name=f"locksmith-acl-{_worker()}").start()
+    except ConsulNotFoundError as exc:
+        _fail_not_found(exc)
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+@pytest.fixture
+def make_acl_token(consul_acl_agent: ACLConsulAgent) -> Iterator[Callable[..., str]]:
+    """``make_acl_token(rules_hcl) -> secret`` on ``consul_acl_agent``; deleted at teardown."""
+    made: list[str] = []
+
+    def make(rules: str | None = None, *, description: str = "") -> str:
+        secret = consul_acl_agent.make_token(rules, description=description)
+        made.append(secret)
+        return secret
+
+    try:
+        yield make
+    finally:
+        for secret in made:
+            consul_acl_agent.delete_token(secret)
+
+
+@pytest.fixture(scope="session")
+def consul_tls_agent() -> Iterator[TLSConsulAgent]:
+    """A dev agent serving HTTPS with ``verify_incoming`` (client certificates), per xdist worker.
+
+    Clients connect to ``.https_addr`` with ``.ca_file`` (or ``.ca_path``), ``.client_cert`` and
+    ``.client_key``; the server certificate names ``.server_name``, ``localhost`` and
+    ``127.0.0.1``.
+    """
+    try:
+        agent = TLSConsulAgent(node_name=f"locksmith-tls-{_worker()}").start()
+    except ConsulNotFoundError as exc:
+        _fail_not_found(exc)
+    try:
+        yield agent
+    finally:
+        agent.stop()
