@@ -12,7 +12,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv consul lint test demo clean distclean
+.PHONY: venv consul lint test demo clean distclean bench-docs
 
 venv: $(STAMP)
 
@@ -42,3 +42,7 @@ clean:
 
 distclean: clean
 	rm -rf .cache
+
+bench-docs:  ## copy the charts of the last full benchmark runs into the docs
+	cp bench/results/acquire_release.png bench/results/handoff.png bench/results/failover.png \
+	   bench/results/scale.png bench/results/cluster.png docs/assets/bench/
