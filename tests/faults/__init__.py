@@ -1,0 +1,1 @@
+"""Fault-injection suite: a seeded scenario runner, invariants, holder processes, bad input."""
