@@ -23,6 +23,7 @@ import structlog
 
 from locksmith._core import LockState
 from locksmith._exceptions import LockTimeout, ValidationError
+from locksmith._validate import check_callback, check_timeout
 
 if TYPE_CHECKING:
     from locksmith._manager import Lease, LossEvent
@@ -95,12 +96,9 @@ def run_exclusive(
 
     Raises:
         LockTimeout: The lock was not acquired within ``timeout``.
-        ValidationError: Empty command or negative grace.
+        ValidationError: A bad argument (before the lock is acquired).
     """
-    if not argv:
-        raise ValidationError("argv", "a command is required")
-    if grace < 0:
-        raise ValidationError("grace", f"must be >= 0 seconds, got {grace!r}")
+    _check_arguments(guard, argv, grace, env, timeout, on_started)
     lost = threading.Event()
     wake = threading.Event()
 
@@ -169,6 +167,41 @@ def run_exclusive(
     guard.release()
     log.info("child.exited", key=guard.key, pid=proc.pid, status=status)
     return status if status >= 0 else 128 - status
+
+
+def _check_arguments(  # noqa: PLR0917 - mirrors run_exclusive's arguments
+    guard: object,
+    argv: object,
+    grace: object,
+    env: object,
+    timeout: object,
+    on_started: object,
+) -> None:
+    """Validate run_exclusive's arguments before anything is acquired or started."""
+    for attr in ("key", "held", "acquire", "release", "on_lost"):
+        if not hasattr(guard, attr):
+            raise ValidationError(
+                "guard", f"must be a Lock or a Semaphore, got {type(guard).__name__}"
+            )
+    if isinstance(argv, str | bytes) or not isinstance(argv, Sequence):
+        raise ValidationError(
+            "argv", f"must be a list of strings (the command and its arguments), got {argv!r}"
+        )
+    if not argv:
+        raise ValidationError("argv", "a command is required")
+    if not all(isinstance(a, str) for a in argv):
+        raise ValidationError("argv", f"every argument must be a string, got {list(argv)!r}")
+    if isinstance(grace, bool) or not isinstance(grace, int | float) or not grace >= 0:
+        raise ValidationError("grace", f"must be seconds >= 0, got {grace!r}")
+    if env is not None:
+        if not isinstance(env, Mapping):
+            raise ValidationError("env", f"must be a mapping of strings, got {env!r}")
+        bad = [k for k, v in env.items() if not isinstance(k, str) or not isinstance(v, str)]
+        if bad:
+            raise ValidationError("env", f"names and values must be strings; bad entries: {bad!r}")
+    check_timeout(timeout)
+    if on_started is not None:
+        check_callback(on_started, "on_started")
 
 
 def _terminate_group(proc: subprocess.Popen[bytes], grace: float) -> None:

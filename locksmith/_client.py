@@ -307,6 +307,29 @@ def _json(resp: RawResponse, operation: str) -> Any:
         ) from exc
 
 
+def _json_list(resp: RawResponse, operation: str) -> list[Any]:
+    """The body as a JSON list (null counts as empty); anything else is a ProtocolError."""
+    data = _json(resp, operation)
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise ProtocolError(
+            f"{operation}: expected a JSON list from Consul, got {type(data).__name__}: "
+            f"{resp.text[:200]!r}"
+        )
+    return data
+
+
+def _json_bool(resp: RawResponse, operation: str) -> bool:
+    """The body as JSON true/false; anything else is a ProtocolError."""
+    data = _json(resp, operation)
+    if not isinstance(data, bool):
+        raise ProtocolError(
+            f"{operation}: expected true or false from Consul, got {resp.text[:200]!r}"
+        )
+    return data
+
+
 _UNAVAILABLE_MARKERS = (
     "no cluster leader",
     "rpc error",
@@ -717,7 +740,7 @@ class KVStore(_Api):
         meta = QueryMeta.from_headers(resp.headers)
         if resp.status == 404:
             return QueryResult(None, meta)
-        data = _json(resp, "kv.get")
+        data = _json_list(resp, "kv.get")
         return QueryResult(KVEntry.from_json(data[0]) if data else None, meta)
 
     def get(
@@ -760,7 +783,7 @@ class KVStore(_Api):
         meta = QueryMeta.from_headers(resp.headers)
         if resp.status == 404:
             return QueryResult([], meta)
-        return QueryResult([KVEntry.from_json(d) for d in _json(resp, "kv.list")], meta)
+        return QueryResult([KVEntry.from_json(d) for d in _json_list(resp, "kv.list")], meta)
 
     def list(
         self,
@@ -840,7 +863,7 @@ class KVStore(_Api):
             body=data,
             timeout=timeout,
         )
-        return bool(_json(resp, "kv.put"))
+        return _json_bool(resp, "kv.put")
 
     def delete(
         self, key: str, *, cas: int | None = None, recurse: bool = False, dc: str | None = None
@@ -859,7 +882,7 @@ class KVStore(_Api):
         resp = self._call(
             "DELETE", f"/v1/kv/{key}", operation="kv.delete", resource=key, params=params
         )
-        return bool(_json(resp, "kv.delete"))
+        return _json_bool(resp, "kv.delete")
 
     def txn(
         self,
@@ -885,7 +908,12 @@ class KVStore(_Api):
             timeout=timeout,
             ok=(200, 409),
         )
-        data = _json(resp, operation) or {}
+        data = _json(resp, operation)
+        if not isinstance(data, dict) or (resp.status == 200 and "Results" not in data):
+            raise ProtocolError(
+                f"{operation}: Consul's transaction answer is not the documented object "
+                f"with Results/Errors: {resp.text[:200]!r}"
+            )
         meta = QueryMeta.from_headers(resp.headers)
         if resp.status == 409:
             errors = tuple(str(e.get("What", e)) for e in (data.get("Errors") or []))

@@ -109,6 +109,11 @@ class ConnectionConfig:
             ConfigurationError: A malformed address, scheme, boolean or unreadable token file.
         """
         env = os.environ if env is None else env
+        if address is not None and not isinstance(address, str):
+            raise ConfigurationError(
+                f"address: expected 'host:port' or 'http(s)://host:port', got "
+                f"{type(address).__name__} {address!r}"
+            )
         raw_addr = address or env.get("CONSUL_HTTP_ADDR") or _DEFAULT_ADDRESS
         addr_scheme, host, port = _split_address(raw_addr)
         env_ssl = _env_bool(env, "CONSUL_HTTP_SSL")

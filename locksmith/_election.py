@@ -18,7 +18,7 @@ import structlog
 from locksmith._client import KVEntry, next_index
 from locksmith._core import LockState, LossReason
 from locksmith._exceptions import ConsulUnavailable, LockLost, LocksmithError
-from locksmith._validate import check_value
+from locksmith._validate import check_callback, check_timeout, check_value
 
 if TYPE_CHECKING:
     from locksmith._manager import Lease, Lock, LockManager, LossEvent
@@ -169,6 +169,7 @@ class Election:
         self, callback: Callable[[LeadershipEvent], object]
     ) -> Callable[[LeadershipEvent], object]:
         """Call ``callback(event)`` each time this candidate is elected."""
+        check_callback(callback)
         self._elected_cbs.append(callback)
         return callback
 
@@ -176,6 +177,7 @@ class Election:
         self, callback: Callable[[LeadershipEvent], object]
     ) -> Callable[[LeadershipEvent], object]:
         """Call ``callback(event)`` when leadership ends (loss, or ``resign``)."""
+        check_callback(callback)
         self._deposed_cbs.append(callback)
         return callback
 
@@ -262,6 +264,7 @@ class Election:
         or the manager closes.
         """
         clock = self._mgr._clock
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else clock.monotonic() + timeout
         index = 0
         last: tuple[str | None, bytes] | None = None
@@ -301,6 +304,7 @@ class Election:
         A background observer (one per election) follows the key until the manager closes.
         """
         with self._mu:
+            check_callback(callback)
             self._change_cbs.append(callback)
             if self._observer is None:
                 self._observer = threading.Thread(

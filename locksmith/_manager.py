@@ -65,11 +65,13 @@ from locksmith._recipes import RecipesMixin
 from locksmith._validate import (
     Behavior,
     check_behavior,
+    check_callback,
     check_checks,
     check_key,
     check_lock_delay,
     check_name,
     check_session_id,
+    check_timeout,
     check_ttl,
     check_value,
 )
@@ -211,11 +213,6 @@ class _Dispatcher:
                 )
 
 
-def _check_callback(callback: object) -> None:
-    if not callable(callback):
-        raise ValidationError("callback", f"must be callable, got {callback!r}")
-
-
 class Lock:
     """A distributed lock on one KV key, acquired with the manager's session.
 
@@ -269,7 +266,7 @@ class Lock:
         Callbacks run on the manager's callback thread. Returns the callback, so this
         works as a decorator.
         """
-        _check_callback(callback)
+        check_callback(callback)
         self._callbacks.append(callback)
         return callback
 
@@ -299,13 +296,8 @@ class Lock:
         """
         if not isinstance(blocking, bool):
             raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-                raise ValidationError("timeout", f"must be seconds or None, got {timeout!r}")
-            if math.isnan(timeout) or timeout < 0:
-                raise ValidationError("timeout", f"must be >= 0, got {timeout!r}")
-            if not blocking:
-                raise ValidationError("timeout", "cannot be combined with blocking=False")
+        if check_timeout(timeout) is not None and not blocking:
+            raise ValidationError("timeout", "cannot be combined with blocking=False")
         mgr = self._mgr
         clock = mgr._clock
         mgr._ensure_running()
@@ -680,13 +672,13 @@ class LockManager(RecipesMixin):
         self, callback: Callable[[LockDelayEvent], object]
     ) -> Callable[[LockDelayEvent], object]:
         """Call ``callback(event)`` when an acquire is held up by a lock-delay window."""
-        _check_callback(callback)
+        check_callback(callback)
         self._lock_delay_callbacks.append(callback)
         return callback
 
     def on_lost(self, callback: Callable[[LossEvent], object]) -> Callable[[LossEvent], object]:
         """Call ``callback(event)`` when any lock of this manager is lost."""
-        _check_callback(callback)
+        check_callback(callback)
         self._lost_callbacks.append(callback)
         return callback
 

@@ -24,6 +24,7 @@ from locksmith._exceptions import (
     ManagerClosed,
     ValidationError,
 )
+from locksmith._validate import check_callback
 
 if TYPE_CHECKING:
     from locksmith._manager import Lease, Lock, LockManager, LossEvent
@@ -62,11 +63,13 @@ class Registration:
 
     def on_lost(self, callback: Callable[[LossEvent], object]) -> Callable[[LossEvent], object]:
         """Call ``callback(event)`` when the key disappeared (before re-registering)."""
+        check_callback(callback)
         self._lost_cbs.append(callback)
         return callback
 
     def on_reregistered(self, callback: Callable[[Lease], object]) -> Callable[[Lease], object]:
         """Call ``callback(lease)`` after the key was written again on a new session."""
+        check_callback(callback)
         self._rereg_cbs.append(callback)
         return callback
 

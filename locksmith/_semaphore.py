@@ -37,7 +37,7 @@ from locksmith._exceptions import (
     NotHeld,
     ValidationError,
 )
-from locksmith._validate import check_key, check_value
+from locksmith._validate import check_callback, check_key, check_timeout, check_value
 
 if TYPE_CHECKING:
     from locksmith._client import KVEntry
@@ -94,6 +94,7 @@ class Semaphore:
 
     def on_lost(self, callback: Callable[[LossEvent], object]) -> Callable[[LossEvent], object]:
         """Call ``callback(event)`` when a held slot is lost (its contender session ended)."""
+        check_callback(callback)
         self._callbacks.append(callback)
         return callback
 
@@ -111,6 +112,10 @@ class Semaphore:
         """
         from locksmith._manager import Lease  # noqa: PLC0415 - _manager imports this module
 
+        if not isinstance(blocking, bool):
+            raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
+        if check_timeout(timeout) is not None and not blocking:
+            raise ValidationError("timeout", "cannot be combined with blocking=False")
         if self.held:
             raise LockError(f"semaphore {self.prefix!r} is already held by this object")
         eph = self._parent._ephemeral()
@@ -121,7 +126,7 @@ class Semaphore:
         elif timeout is None:
             deadline = None
         else:
-            deadline = now + max(0.0, timeout)
+            deadline = now + timeout
         contender = self._make_contender(eph)
         sid = contender.lease.session_id if contender.lease else ""
         kv = self._parent.consul.kv

@@ -8,6 +8,7 @@ leaves half-made state behind.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from typing import Literal
@@ -20,6 +21,7 @@ __all__ = [
     "Behavior",
     "Consistency",
     "check_behavior",
+    "check_callback",
     "check_checks",
     "check_consistency",
     "check_index",
@@ -28,6 +30,7 @@ __all__ = [
     "check_name",
     "check_path_segment",
     "check_session_id",
+    "check_timeout",
     "check_ttl",
     "check_value",
     "check_wait",
@@ -176,6 +179,23 @@ def check_index(value: object, field: str = "index") -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError(field, f"must be an integer >= 0, got {value!r}")
     return value
+
+
+def check_timeout(value: object, field: str = "timeout") -> float | None:
+    """Return a timeout in seconds (>= 0; inf allowed), or None for "no timeout"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(field, f"must be seconds or None, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValidationError(field, f"must be >= 0, got {value!r}")
+    return float(value)
+
+
+def check_callback(value: object, field: str = "callback") -> None:
+    """Raise unless ``value`` is callable."""
+    if not callable(value):
+        raise ValidationError(field, f"must be callable, got {value!r}")
 
 
 def _show(value: Duration) -> str:

@@ -537,23 +537,7 @@ def env(consul_addr: str, request: pytest.FixtureRequest) -> Iterator[Env]:
 
 #: Rows that fail today: id -> (owner, what is wrong). Marked xfail(strict=True): remove the
 #: entry when the owner fixes it (a fixed row then XPASSes and fails the run as a reminder).
-KNOWN_BUGS: dict[str, str] = {
-    "consul-address-int": "helper-2 (_config): Consul(8500) raises AttributeError, not "
-    "ConfigurationError naming 'address'",
-    "election-observe-timeout": "helper-7 (_election): observe(timeout=-1) silently yields "
-    "nothing instead of ValidationError('timeout') like campaign()",
-    "election-callback": "helper-7 (_election): on_elected(3) accepts a non-callable",
-    "semaphore-acquire-timeout": "helper-7 (_semaphore): acquire(timeout=-1) is not validated; "
-    "it acquires and writes PREFIX/.lock",
-    "run-exclusive-argv-str": "helper-7 (_child): argv='true' (a str) is not rejected; the lock "
-    "is acquired first, then FileNotFoundError('t') escapes",
-    "run-exclusive-grace-str": "helper-7 (_child): grace='5' raises TypeError, not "
-    "ValidationError('grace')",
-    "run-exclusive-guard": "helper-7 (_child): a guard that is not a Lock/Semaphore raises "
-    "AttributeError, not ValidationError('guard')",
-    "run-exclusive-env": "helper-7 (_child): env={'A': 1} raises TypeError after acquiring the "
-    "lock, not ValidationError('env') before any I/O",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _rows() -> list[Any]:
@@ -665,16 +649,7 @@ CALLS: list[tuple[str, Callable[[Consul], object]]] = [
 ]
 
 
-KNOWN_ANSWER_BUGS: dict[str, str] = {
-    "kv.get-wrong-shape": "helper-2 (_client.KVStore.get_with_meta): a JSON object instead of "
-    "a list makes data[0] raise KeyError instead of ProtocolError",
-    "LockManager.acquire-wrong-shape": "helper-2 (_client): same KeyError, reached through the "
-    "acquire's flags check (kv.get)",
-    "kv.put-wrong-shape": "helper-2 (_client.KVStore.put): any truthy JSON is taken as success; "
-    "expected ProtocolError unless the body is true/false",
-    "kv.txn-wrong-shape": "helper-2 (_client.KVStore.txn): a 200 without 'Results' is reported "
-    "as ok=True with no entries; expected ProtocolError",
-}
+KNOWN_ANSWER_BUGS: dict[str, str] = {}
 
 
 def _answer_params() -> list[Any]:
