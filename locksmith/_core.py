@@ -16,6 +16,8 @@ import enum
 import os
 from dataclasses import dataclass, field
 
+from locksmith._exceptions import ValidationError
+
 __all__ = [
     "AcquirePlanner",
     "Attempt",
@@ -32,6 +34,7 @@ __all__ = [
     "WatchKey",
     "check_transition",
     "classify_loss",
+    "session_node_checks",
     "settle_reason",
     "watch_prefix",
 ]
@@ -330,3 +333,39 @@ def watch_prefix(keys: list[str] | set[str] | frozenset[str]) -> str:
     common = os.path.commonprefix(sorted(keys))  # noqa: RUF071 - KV prefixes are strings
     slash = common.rfind("/")
     return common[: slash + 1] if slash >= 0 else common
+
+
+def session_node_checks(
+    ttl: float | None,
+    lock_delay: float,
+    checks: tuple[str, ...] | None,
+    service_checks: tuple[str, ...] | None,
+) -> tuple[str, ...] | None:
+    """The NodeChecks a manager's session is created with, refusing unsafe combinations.
+
+    A session with a TTL is bound to no health check unless checks are asked for: the
+    server then ends it only by TTL (never earlier than TTL after the last renewal), which
+    the client's lease deadline always precedes. A bound check may end the session at any
+    moment, and a client that cannot reach Consul then keeps believing it holds its locks
+    until its deadline, up to TTL later; only a lock-delay of at least the TTL keeps the next
+    holder out that long.
+
+    Returns:
+        The NodeChecks to send (``()``: none), or None for the server default (serfHealth),
+        which is kept for sessions without TTL (nothing else would ever end them).
+
+    Raises:
+        ValidationError: Health checks are bound to a TTL session whose lock-delay is
+            shorter than its TTL.
+    """
+    node_checks = (None if ttl is None else ()) if checks is None else checks
+    bound = bool(node_checks) or bool(service_checks)
+    if ttl is not None and bound and lock_delay < ttl:
+        raise ValidationError(
+            "lock_delay",
+            f"{lock_delay:g}s is shorter than the TTL ({ttl:g}s) while health checks are "
+            "bound: a check failing while this client cannot reach Consul would let another "
+            "holder in before this client's lease deadline. Use lock_delay >= ttl, or bind "
+            "no checks (the default for TTL sessions)",
+        )
+    return node_checks

@@ -45,6 +45,7 @@ from locksmith._core import (
     SleepUntil,
     check_transition,
     classify_loss,
+    session_node_checks,
     settle_reason,
     watch_prefix,
 )
@@ -552,12 +553,15 @@ class LockManager(RecipesMixin):
     Args:
         consul: The client to use; None builds one from Consul's environment variables.
         ttl: Session TTL (10s..86400s, or 0/None for none: then nothing is renewed and
-            locks live as long as the session's health checks pass).
+            locks live as long as the session's health checks pass, serfHealth by default).
         lock_delay: 0..60s during which an invalidated session's keys cannot be taken.
         behavior: ``"release"`` or ``"delete"`` (keys vanish with the session).
         name: Session name (shown by ``locksmith locks``).
-        checks: Node health checks to bind the session to (NodeChecks; default serfHealth).
-        service_checks: Service health checks to bind the session to.
+        checks: Node health checks to bind the session to (NodeChecks). Default: none for
+            a session with TTL (only the TTL ends it, so the lease deadline always comes
+            first), serfHealth for a session without TTL. With checks bound, ``lock_delay``
+            must be at least ``ttl`` (see ``docs/concepts/health-checks.md``).
+        service_checks: Service health checks to bind the session to (same rule).
         node: Node to bind the session to (default: the agent's).
         session_id: Use this existing session instead of creating one. The manager renews
             it but never destroys it; if it ends, acquires raise SessionNotFound.
@@ -591,6 +595,9 @@ class LockManager(RecipesMixin):
         self.name = check_name(name, "name") if name is not None else None
         self.checks = check_checks(checks, "checks")
         self.service_checks = check_checks(service_checks, "service_checks")
+        self._node_checks = session_node_checks(
+            self.ttl, self.lock_delay, self.checks, self.service_checks
+        )
         self.node = check_name(node, "node") if node is not None else None
         self.session_id = check_session_id(session_id) if session_id is not None else None
         if (
@@ -864,7 +871,7 @@ class LockManager(RecipesMixin):
                 sid = self._consul.sessions.create(
                     name=self.name,
                     node=self.node,
-                    node_checks=self.checks,
+                    node_checks=self._node_checks,
                     service_checks=self.service_checks,
                     lock_delay=self.lock_delay,
                     behavior=self.behavior,

@@ -3,7 +3,8 @@
 ``LockManager`` inherits these methods; each returns a recipe object built on the manager's
 locks. Recipes that need a ``Behavior=delete`` session (ephemeral registrations, semaphore
 contender keys) share one companion manager created on first use, with lock-delay 0 (their
-keys are unique per session or per instance, so lock-delay would only slow re-registration).
+keys are unique per session or per instance, so lock-delay would only slow re-registration)
+unless health checks are bound, when it equals the TTL like the manager's own must.
 """
 
 from __future__ import annotations
@@ -53,10 +54,13 @@ class RecipesMixin:
         me: LockManager = self  # type: ignore[assignment]
         with self._recipes_lock:
             if self._ephemeral_mgr is None:
+                # Lock-delay buys nothing for keys unique to a session or an instance, except
+                # when health checks are bound: then it must cover the TTL (see _core).
+                bound = bool(me.checks) or bool(me.service_checks)
                 self._ephemeral_mgr = LockManager(
                     me.consul,
                     ttl=me.ttl if me.ttl is not None else 0,
-                    lock_delay=0,
+                    lock_delay=me.ttl if (bound and me.ttl is not None) else 0,
                     behavior="delete",
                     name=f"{me.name or 'locksmith'}-ephemeral",
                     checks=me.checks,

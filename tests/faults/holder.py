@@ -66,7 +66,7 @@ class HolderConfig:
         session_name: Session name (the runner lists sessions by this prefix).
         ttl: Session TTL in seconds.
         lock_delay: Session lock-delay in seconds.
-        checks: Node checks to bind the session to (None: Consul's default, serfHealth).
+        checks: Node checks to bind the session to (None: LockManager's default, none).
         seed: Seed of this holder's RNG.
         hold: (min, max) seconds a lock is held.
         step: (min, max) seconds between fenced writes.

@@ -68,9 +68,9 @@ class ScenarioConfig:
             kind once, in a seeded order.
         faults: Fault kinds to choose from.
         ttl: Session TTL of every holder.
-        lock_delay: Lock-delay of holders whose sessions are bound only to the scenario's own
-            health check (TTL-only otherwise); holders bound to serfHealth use ``ttl`` (see
-            ``docs/concepts/lock-delay.md``: their agent's death invalidates the session before
+        lock_delay: Lock-delay of the TTL-only holders (LockManager's default: no checks);
+            holders bound to serfHealth and the scenario's check use ``ttl``, as LockManager
+            requires (``docs/concepts/health-checks.md``: a check may end a session before
             TTL).
         thread_holders: Holders running as threads of this process.
         process_holders: Holders running as processes.
@@ -266,7 +266,9 @@ class Scenario:
 
     def _holder_config(self, name: str, server: int, proxied: bool) -> HolderConfig:
         idx = int(name.rsplit("-", 1)[-1].lstrip("tp"))
-        serf = idx % 2 == 1  # every other holder keeps Consul's default serfHealth binding
+        # Every other holder binds health checks (serfHealth and the scenario's own check);
+        # LockManager then requires lock-delay >= TTL. The others are TTL-only (the default).
+        bound = idx % 2 == 1
         addr = self.proxies[server].addr if proxied else self.cluster.http_addrs[server]
         return HolderConfig(
             holder=name,
@@ -275,8 +277,8 @@ class Scenario:
             data_prefix=f"{self.prefix}data/",
             session_name=f"{self.session_prefix}{name}",
             ttl=self.cfg.ttl,
-            lock_delay=self.cfg.ttl if serf else self.cfg.lock_delay,
-            checks=None if serf else [FAULT_CHECK],
+            lock_delay=self.cfg.ttl if bound else self.cfg.lock_delay,
+            checks=["serfHealth", FAULT_CHECK] if bound else None,
             seed=self.rng.randrange(2**31),
             member_key=f"{self.prefix}members/{name}",
         )
@@ -379,6 +381,11 @@ class Scenario:
                 and (h.proc is None or h.proc.poll() is None)
             ]
 
+    def _holding_wait(self) -> float:
+        """How long a fault may wait for a holder to hold: a key can stay unavailable for
+        2xTTL (a dead holder's session) plus the longest lock-delay (TTL, checks bound)."""
+        return 3 * self.cfg.ttl + 5.0
+
     def _wait_holding(self, kind: str | None, timeout: float) -> _Holder | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -454,7 +461,7 @@ class Scenario:
             p.heal()
             return self._fault(kind, t0, detail=detail)
         if kind == "holder_pause":
-            h = self._wait_holding("process", 20.0)
+            h = self._wait_holding("process", self._holding_wait())
             if h is None or h.proc is None:
                 return None
             held = h.current
@@ -473,7 +480,7 @@ class Scenario:
                 detail={"paused_s": t_cont - t_stop, "token": held and held["token"]},
             )
         if kind == "holder_kill":
-            h = self._wait_holding("process", 20.0)
+            h = self._wait_holding("process", self._holding_wait())
             if h is None or h.proc is None:
                 return None
             held = h.current
@@ -495,7 +502,7 @@ class Scenario:
                 detail={"replacement": repl.name, "token": held and held["token"]},
             )
         if kind in ("session_destroy", "key_delete"):
-            h = self._wait_holding(None, 20.0)
+            h = self._wait_holding(None, self._holding_wait())
             if h is None:
                 return None
             held = h.current
@@ -519,7 +526,7 @@ class Scenario:
             self.faults.append(f)
             return f
         if kind == "check_critical":
-            i = self._target_server(lambda h: h.cfg.checks == [FAULT_CHECK], len(c.nodes))
+            i = self._target_server(lambda h: FAULT_CHECK in (h.cfg.checks or []), len(c.nodes))
             bound = [h.name for h in self.holders if h.server == i and h.cfg.checks]
             self._set_check(i, "fail")
             d = self._sleep(0.5, 3.0)

@@ -53,22 +53,14 @@ def test_seeded_scenario_keeps_every_invariant(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "locksmith bug (helper-3, _manager/_core + docs/concepts/lease-deadline.md): a session "
-        "bound to serfHealth (the default) is invalidated when the holder's own agent dies, "
-        "seconds before last-renew+TTL; with lock_delay < TTL another holder acquires while "
-        "lock.held is still True"
-    ),
-)
 def test_holder_agent_death_does_not_let_two_believe(consul_cluster: ConsulCluster) -> None:
     """The holder's agent (a follower) is SIGKILLed: nobody else may hold while ``held`` is True.
 
-    With Consul's default node check (serfHealth) the leader invalidates the session once the
-    node is declared failed (a few seconds), the key is free after the lock-delay, while the
-    holder — cut off from its agent — believes it holds until last renew + TTL.
+    Bound to Consul's default node check (serfHealth), the session would be invalidated once
+    the node is declared failed (a few seconds) and the key free after a 1 s lock-delay, while
+    the holder, cut off from its agent, believes it holds until last renew + TTL. A
+    LockManager with a TTL therefore binds no check by default: the session lives until the
+    server reaps it (>= last renew + TTL), after the holder stopped believing.
     """
     c = consul_cluster
     c.wait_for_leader(90, all_nodes=True)
