@@ -119,32 +119,16 @@ def source_digest() -> str:
 
 @contextlib.contextmanager
 def dev_agent(binary: Path | None = None, node: str = "bench") -> Iterator[ConsulAgent]:
-    """Start a Consul dev agent on free loopback ports; stop it (and reap it) on exit."""
+    """Start a Consul dev agent on free loopback ports; stop it (and reap it) on exit.
+
+    ``start`` returns once the agent's node is in the catalog (sessions can be created).
+    """
     agent = ConsulAgent(node_name=node, binary=binary, log_level="warn")
     agent.start()
     try:
-        wait_node_registered(agent.http_url, node)
         yield agent
     finally:
         agent.stop()
-
-
-def wait_node_registered(http_url: str, node: str, timeout: float = 30.0) -> None:
-    """Wait until the agent's node is in the catalog.
-
-    A fresh agent reports a leader before it has registered its node; session create
-    fails with 500 ``Missing node registration`` until it has.
-    """
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        url = f"{http_url}/v1/catalog/node/{node}"
-        with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=2) as r:
-            if json.loads(r.read() or b"null"):
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"node {node} not registered at {http_url} after {timeout}s")
 
 
 # --------------------------------------------------------------------------- statistics

@@ -90,7 +90,7 @@ def main() -> None:
         lead = cluster.wait_for_leader(60, all_nodes=True)
         follower = next(i for i in range(3) if i != lead)
         for i in range(3):
-            c.wait_node_registered(cluster.http_urls[i], cluster.nodes[i].node_name, 60)
+            cluster.nodes[i].wait_ready(60)  # leader known and the node in the catalog
         targets = {
             "dev agent": agent.http_addr,
             "cluster leader": cluster.http_addrs[lead],

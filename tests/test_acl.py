@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import unique
 
 from locksmith import (
     ACLNotFound,
@@ -77,7 +78,7 @@ def master(web1: ACLConsulAgent) -> Iterator[Consul]:
 
 @pytest.fixture
 def prefix(master: Consul) -> Iterator[str]:
-    p = f"locks/t-{uuid.uuid4().hex[:10]}"
+    p = unique("locks/t")
     yield p
     for s in master.sessions.list():
         master.sessions.destroy(s.id)

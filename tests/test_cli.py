@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import unique
 
 from locksmith import (
     ACLNotFound,
@@ -45,10 +46,6 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 SECRET = "5f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
 
 
-def _uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 Run = Callable[..., tuple[int, str, str]]
 
 
@@ -64,12 +61,6 @@ def run(consul_addr: str, capsys: pytest.CaptureFixture[str]) -> Run:
         return code, out, err
 
     return call
-
-
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    with Consul(consul_addr) as client:
-        yield client
 
 
 @pytest.fixture
@@ -321,7 +312,7 @@ def test_sessions_create_info_list_node_renew_destroy(
     run: Run, consul: Consul, sessions_made: list[str]
 ) -> None:
     node = consul.agent_node()
-    name = _uid("cli-create")
+    name = unique("cli-create")
     code, out, err = run(
         "sessions", "create", "--name", name, "--ttl", "30s", "--lock-delay", "2s",
         "--behavior", "delete", "--node", node, "--node-checks", "", "--json",
@@ -398,7 +389,7 @@ def test_sessions_create_checks_options(run: Run, consul: Consul, sessions_made:
 def test_sessions_read_modes_and_blocking_query(
     run: Run, consul: Consul, sessions_made: list[str]
 ) -> None:
-    sid = consul.sessions.create(name=_uid("cli-block"))
+    sid = consul.sessions.create(name=unique("cli-block"))
     sessions_made.append(sid)
     for mode in ("--stale", "--consistent"):
         code, out, _ = run("sessions", "info", sid, mode, "--json")
@@ -448,8 +439,8 @@ def test_unknown_datacenter_is_reported(run: Run) -> None:
 
 # -- locks ---------------------------------------------------------------------------------
 def test_locks_shows_holders_kinds_and_free_lock_keys(run: Run, consul: Consul) -> None:
-    prefix = _uid("cli-locks")
-    name = _uid("holder")
+    prefix = unique("cli-locks")
+    name = unique("holder")
     consul.kv.put(f"{prefix}/plain", b"not a lock")
     with LockManager(consul, name=name, ttl="15s", lock_delay=0) as mgr:
         plain = mgr.lock(f"{prefix}/app")
@@ -506,7 +497,7 @@ def test_locks_shows_holders_kinds_and_free_lock_keys(run: Run, consul: Consul) 
 
 
 def test_locks_empty_prefix_prints_no_locks(run: Run) -> None:
-    code, out, _ = run("locks", _uid("cli-nothing") + "/")
+    code, out, _ = run("locks", unique("cli-nothing") + "/")
     assert code == 0
     assert out.startswith("no locks")
 
@@ -538,7 +529,7 @@ def test_lock_rows_semaphore_waiting_contender_and_other_flags() -> None:
 
 # -- leader --------------------------------------------------------------------------------
 def test_leader_none_then_current_leader(run: Run, consul: Consul) -> None:
-    key = _uid("cli-leader")
+    key = unique("cli-leader")
     code, out, _err = run("leader", key, "--json")
     assert code == 66
     data = json.loads(out)
@@ -548,7 +539,7 @@ def test_leader_none_then_current_leader(run: Run, consul: Consul) -> None:
     assert code == 66
     assert "no leader" in out
 
-    name = _uid("candidate")
+    name = unique("candidate")
     with LockManager(consul, name=name, lock_delay=0) as mgr:
         election = mgr.election(key, b"host-a:8080")
         lease = election.campaign(timeout=10)
@@ -576,8 +567,8 @@ class _Tty(io.StringIO):
 
 @pytest.mark.parametrize("tty", [True, False])
 def test_waiting_status_shows_holder_name_and_node(consul: Consul, tty: bool) -> None:
-    key = _uid("cli-status") + "/.lock"
-    name = _uid("the-holder")
+    key = unique("cli-status") + "/.lock"
+    name = unique("the-holder")
     stream: io.StringIO = _Tty() if tty else io.StringIO()
     with LockManager(consul, name=name, lock_delay=0) as mgr:
         lock = mgr.lock(key)

@@ -15,34 +15,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from support import child_env, unique, wait_for
 
 from locksmith import Consul
 from locksmith.testing import find_consul
 
-REPO = Path(__file__).resolve().parent.parent
 #: Upper bound for anything that should happen "soon" (a loaded 2-core machine is slow).
 BOUND = 60.0
-
-
-def _uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _wait_for(pred: Callable[[], Any], timeout: float = BOUND, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Procs:
@@ -51,11 +35,8 @@ class Procs:
     def __init__(self, addr: str) -> None:
         self.addr = addr
         self.procs: list[subprocess.Popen[str]] = []
-        env = dict(os.environ)
-        env.pop("CONSUL_HTTP_TOKEN", None)
-        env["CONSUL_HTTP_ADDR"] = addr
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        self.env = env
+        self.env = child_env(CONSUL_HTTP_ADDR=addr)
+        self.env.pop("CONSUL_HTTP_TOKEN", None)
 
     def locksmith(self, *args: str, **kw: Any) -> subprocess.Popen[str]:
         return self._start([sys.executable, "-m", "locksmith", *args], **kw)
@@ -91,12 +72,6 @@ def procs(consul_addr: str) -> Iterator[Procs]:
         p.close()
 
 
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    with Consul(consul_addr) as client:
-        yield client
-
-
 def _finish(proc: subprocess.Popen[str], timeout: float = BOUND) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
@@ -110,7 +85,7 @@ def _holder(consul: Consul, key: str) -> str | None:
 def test_run_returns_child_status_and_gives_the_lock_environment(
     procs: Procs, consul: Consul, tmp_path: Path
 ) -> None:
-    prefix = _uid("cli-run")
+    prefix = unique("cli-run")
     envfile = tmp_path / "env.json"
     script = (
         "import json, os, sys; keys = ('LOCKSMITH_KEY', 'LOCKSMITH_SESSION', "
@@ -132,7 +107,7 @@ def test_run_returns_child_status_and_gives_the_lock_environment(
 
 def test_run_missing_command_is_127(procs: Procs) -> None:
     code, _, err = _finish(
-        procs.locksmith("run", "--lock-delay", "0", _uid("cli-127"), "--", "no-such-cmd-xyz")
+        procs.locksmith("run", "--lock-delay", "0", unique("cli-127"), "--", "no-such-cmd-xyz")
     )
     assert code == 127
     assert err.strip().splitlines()[-1].startswith("locksmith: error: ")
@@ -142,7 +117,7 @@ def test_run_missing_command_is_127(procs: Procs) -> None:
 def test_run_shell_mode(procs: Procs, tmp_path: Path) -> None:
     out_file = tmp_path / "out"
     proc = procs.locksmith(
-        "run", "--shell", "--lock-delay", "0", _uid("cli-shell"), "--",
+        "run", "--shell", "--lock-delay", "0", unique("cli-shell"), "--",
         f"echo $CONSUL_LOCK_HELD > {out_file} && exit 3",
     )  # fmt: skip
     code, _, err = _finish(proc)
@@ -152,7 +127,7 @@ def test_run_shell_mode(procs: Procs, tmp_path: Path) -> None:
 
 def test_run_pass_stdin(procs: Procs) -> None:
     proc = procs.locksmith(
-        "run", "--pass-stdin", "--lock-delay", "0", _uid("cli-stdin"), "--", "cat",
+        "run", "--pass-stdin", "--lock-delay", "0", unique("cli-stdin"), "--", "cat",
         stdin=subprocess.PIPE,
     )  # fmt: skip
     out, err = proc.communicate("hello through the lock\n", timeout=BOUND)
@@ -163,9 +138,9 @@ def test_run_pass_stdin(procs: Procs) -> None:
 def test_run_times_out_while_consul_lock_holds_and_shows_the_holder(
     procs: Procs, consul: Consul, tmp_path: Path
 ) -> None:
-    prefix = _uid("cli-timeout")
+    prefix = unique("cli-timeout")
     holder = procs.consul_lock(prefix, "sleep 120")
-    _wait_for(lambda: _holder(consul, f"{prefix}/.lock"), what="consul lock to hold")
+    wait_for(lambda: _holder(consul, f"{prefix}/.lock"), BOUND, what="consul lock to hold")
     marker = tmp_path / "ran"
     proc = procs.locksmith("run", "--timeout", "2s", prefix, "--", "touch", str(marker))
     code, _out, err = _finish(proc)
@@ -183,13 +158,13 @@ def test_run_times_out_while_consul_lock_holds_and_shows_the_holder(
 def test_signal_while_waiting_gives_up_cleanly(
     procs: Procs, consul: Consul, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    prefix = _uid("cli-giveup")
-    name = _uid("waiter")
+    prefix = unique("cli-giveup")
+    name = unique("waiter")
     holder = procs.consul_lock("-n", "1", prefix, "sleep 120")
-    _wait_for(lambda: _holder(consul, f"{prefix}/.lock"), what="consul lock to hold")
+    wait_for(lambda: _holder(consul, f"{prefix}/.lock"), BOUND, what="consul lock to hold")
     marker = tmp_path / "ran"
     proc = procs.locksmith("run", "--name", name, prefix, "--", "touch", str(marker))
-    _wait_for(lambda: any(s.name == name for s in consul.sessions.list()), what="the waiter")
+    wait_for(lambda: any(s.name == name for s in consul.sessions.list()), BOUND, what="the waiter")
     proc.send_signal(sig)
     code, _, err = _finish(proc)
     assert code == (130 if sig == signal.SIGINT else 128 + sig), err
@@ -202,7 +177,7 @@ def test_signal_while_waiting_gives_up_cleanly(
 
 def test_locksmith_run_leaves_the_key_usable_by_consul_lock(procs: Procs) -> None:
     """After `locksmith run P` released, `consul lock P` must accept the key (Consul's flags)."""
-    prefix = _uid("cli-then-consul")
+    prefix = unique("cli-then-consul")
     code, _, err = _finish(procs.locksmith("run", "--lock-delay", "0", prefix, "--", "true"))
     assert code == 0, err
     code, out, err = _finish(procs.consul_lock(prefix, "true"))
@@ -213,14 +188,14 @@ def test_locksmith_run_leaves_the_key_usable_by_consul_lock(procs: Procs) -> Non
 def test_run_kills_the_child_when_the_lock_is_lost(
     procs: Procs, consul: Consul, tmp_path: Path, ignore_term: bool
 ) -> None:
-    prefix = _uid("cli-lost")
+    prefix = unique("cli-lost")
     pidfile = tmp_path / "pid"
     trap = 'trap "" TERM; ' if ignore_term else ""
     script = f"{trap}echo $$ > {pidfile}; while true; do sleep 0.1; done"
     proc = procs.locksmith(
         "run", "--grace", "1s", "--lock-delay", "0", prefix, "--", "sh", "-c", script
     )
-    _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="child to start")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), BOUND, what="child to start")
     child = int(pidfile.read_text())
     session = _holder(consul, f"{prefix}/.lock")
     assert session is not None
@@ -249,11 +224,11 @@ def test_signals_to_run_reach_the_child(procs: Procs, tmp_path: Path) -> None:
         "    time.sleep(0.05)\n"
     )
     proc = procs.locksmith(
-        "run", "--lock-delay", "0", _uid("cli-signals"), "--", sys.executable, "-c", script
+        "run", "--lock-delay", "0", unique("cli-signals"), "--", sys.executable, "-c", script
     )
-    _wait_for(ready.exists, what="child to start")
+    wait_for(ready.exists, BOUND, what="child to start")
     proc.send_signal(signal.SIGUSR1)
-    _wait_for(lambda: log.exists() and "USR1" in log.read_text(), what="USR1 at the child")
+    wait_for(lambda: log.exists() and "USR1" in log.read_text(), BOUND, what="USR1 at the child")
     proc.send_signal(signal.SIGTERM)
     code, _, err = _finish(proc)
     assert code == 9, err
@@ -279,7 +254,7 @@ def _max_overlap(lines: list[str]) -> tuple[int, set[str]]:
 def test_run_semaphore_alongside_consul_lock_never_exceeds_the_limit(
     procs: Procs, consul: Consul, tmp_path: Path
 ) -> None:
-    prefix = _uid("cli-sem")
+    prefix = unique("cli-sem")
     record = tmp_path / "intervals"
     child = tmp_path / "child.py"
     child.write_text(
@@ -356,7 +331,7 @@ class _Lines:
 def test_elect_runs_command_while_leader_and_leader_watch_sees_each_change(
     procs: Procs, consul: Consul, tmp_path: Path
 ) -> None:
-    key = _uid("cli-elect")
+    key = unique("cli-elect")
     watcher = procs.locksmith("leader", key, "--watch", "--json")
     assert watcher.stdout is not None
     lines = _Lines(watcher.stdout)
@@ -369,7 +344,9 @@ def test_elect_runs_command_while_leader_and_leader_watch_sees_each_change(
         "elect", "--name", "cli-elect-test", "--lock-delay", "0", key, "--value", "host-a:8080",
         "--", "sh", "-c", script,
     )  # fmt: skip
-    _wait_for(lambda: token_file.exists() and token_file.read_text().strip(), what="the leader")
+    wait_for(
+        lambda: token_file.exists() and token_file.read_text().strip(), BOUND, what="the leader"
+    )
     fencing = int(token_file.read_text())
     led = json.loads(lines.next())
     assert (led["leader"], led["value"], led["session_name"]) == (

@@ -17,18 +17,13 @@ shutdown.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import inspect
-import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,35 +176,12 @@ def test_not_tested_samples_are_few_and_justified() -> None:
 # ------------------------------------------------------------------ running the samples
 
 
-@pytest.fixture(scope="session")
-def agent_node_registered(consul_addr: str) -> str:
-    """Wait (bounded) until the agent has registered its own node in the catalog.
-
-    An agent reports a leader a little before its node is synced; a session created in
-    between fails with ``Missing node registration``.
-    """
-    with Consul(consul_addr) as consul:
-        node = consul.agent_node()
-        url = f"{consul.config.url}/v1/catalog/node/{urllib.parse.quote(node)}"
-    deadline = time.monotonic() + 15.0
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError, ValueError),
-            urllib.request.urlopen(url, timeout=2.0) as r,
-        ):
-            if json.loads(r.read() or b"null"):
-                return node
-        time.sleep(0.05)
-    pytest.fail(f"agent node {node!r} was not registered within 15 s")
-
-
 def _our_sessions(addr: str) -> set[str]:
     with Consul(addr) as consul:
         return {s.id for s in consul.sessions.list()}
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.usefixtures("agent_node_registered")
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.id for b in PYTHON_BLOCKS])
 def test_sample_runs(
     block: Block,

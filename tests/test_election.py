@@ -5,10 +5,9 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-from recipe_helpers import PROC, Proc, consul_client, fresh_prefix, http, wait_for, wait_node_ready
+from support import PROC, Proc, agent_call, wait_for
 
 from locksmith import (
     Consul,
@@ -22,23 +21,6 @@ from locksmith import (
 
 TTL = 10.0
 LOCK_DELAY = 1.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _node_ready(consul_addr: str) -> None:
-    wait_node_ready(consul_addr)
-
-
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    yield from consul_client(consul_addr)
-
-
-@pytest.fixture
-def key(consul: Consul) -> Iterator[str]:
-    prefix = fresh_prefix()
-    yield f"{prefix}/leader"
-    consul.kv.delete(prefix, recurse=True)
 
 
 def _mgr(consul: Consul, **kw: object) -> LockManager:
@@ -144,21 +126,23 @@ def test_session_destroyed_deposes_and_run_rejoins(consul: Consul, key: str) -> 
 
 def test_check_critical_deposes(consul: Consul, consul_addr: str, key: str) -> None:
     check = f"locksmith-election-{key.split('/')[1]}"
-    http(consul_addr, "PUT", "/v1/agent/check/register", {"ID": check, "Name": check, "TTL": "60s"})
+    agent_call(
+        consul_addr, "PUT", "/v1/agent/check/register", {"ID": check, "Name": check, "TTL": "60s"}
+    )
     try:
-        http(consul_addr, "PUT", f"/v1/agent/check/pass/{check}")
+        agent_call(consul_addr, "PUT", f"/v1/agent/check/pass/{check}")
         deposed: list[LeadershipEvent] = []
         with _mgr(consul, checks=["serfHealth", check]) as a:
             ea = a.election(key, b"a")
             ea.on_deposed(deposed.append)
             ea.campaign(timeout=10)
-            http(consul_addr, "PUT", f"/v1/agent/check/fail/{check}")
+            agent_call(consul_addr, "PUT", f"/v1/agent/check/fail/{check}")
             wait_for(lambda: deposed, 15, "on_deposed after the check went critical")
             assert not ea.is_leader
             assert ea.leader() is None
         assert deposed[0].reason is LossReason.SESSION_INVALIDATED
     finally:
-        http(consul_addr, "PUT", f"/v1/agent/check/deregister/{check}")
+        agent_call(consul_addr, "PUT", f"/v1/agent/check/deregister/{check}")
 
 
 @pytest.mark.slow

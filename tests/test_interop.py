@@ -17,16 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from recipe_helpers import (
-    CHILD,
-    consul_client,
-    fresh_prefix,
-    max_concurrent,
-    read_lines,
-    wait_for,
-    wait_node_ready,
-)
-from recipe_helpers.child import append
+from support import CHILD, max_concurrent, read_lines, wait_for
+from support.child import append
 
 from locksmith import (
     CONSUL_LOCK_FLAGS,
@@ -36,23 +28,6 @@ from locksmith import (
     run_exclusive,
 )
 from locksmith.testing import find_consul
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _node_ready(consul_addr: str) -> None:
-    wait_node_ready(consul_addr)
-
-
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    yield from consul_client(consul_addr)
-
-
-@pytest.fixture
-def prefix(consul: Consul) -> Iterator[str]:
-    p = fresh_prefix()
-    yield p
-    consul.kv.delete(p, recurse=True)
 
 
 @pytest.fixture

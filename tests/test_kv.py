@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import base64
-import json
-import time
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,59 +15,6 @@ from locksmith._validate import MAX_VALUE_BYTES
 
 WOKEN_WITHIN = 30.0
 CONSUL_LOCK_FLAGS = 0x2DDCCBC058A50C18
-
-
-def _wait_until_node_registered(addr: str, deadline: float = 60.0) -> None:
-    """Wait until the agent's node and serfHealth are in the catalog.
-
-    A fresh dev agent answers ``/v1/status/leader`` before it has synced its own node;
-    until then session creates fail with "Missing node registration".
-    """
-    base = f"http://{addr}"
-    with urllib.request.urlopen(f"{base}/v1/agent/self", timeout=10) as resp:
-        node = json.load(resp)["Config"]["NodeName"]
-    end = time.monotonic() + deadline
-    while True:
-        with urllib.request.urlopen(f"{base}/v1/health/node/{node}", timeout=10) as resp:
-            checks = json.load(resp)
-        if any(c["CheckID"] == "serfHealth" and c["Status"] == "passing" for c in checks):
-            return
-        if time.monotonic() > end:
-            pytest.fail(f"the agent's node {node!r} did not register within {deadline}s")
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _node_registered(consul_addr: str) -> None:
-    _wait_until_node_registered(consul_addr)
-
-
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    with Consul(consul_addr) as client:
-        yield client
-
-
-@pytest.fixture
-def prefix(consul: Consul) -> Iterator[str]:
-    """A fresh key prefix, deleted at teardown."""
-    name = f"locksmith-test/{uuid.uuid4().hex[:10]}"
-    yield name
-    consul.kv.delete(name, recurse=True)
-
-
-@pytest.fixture
-def new_session(consul: Consul) -> Iterator[Callable[..., str]]:
-    made: list[str] = []
-
-    def make(**kwargs: Any) -> str:
-        sid = consul.sessions.create(**kwargs)
-        made.append(sid)
-        return sid
-
-    yield make
-    for sid in made:
-        consul.sessions.destroy(sid)
 
 
 def test_get_missing_key_is_none_with_an_index(consul: Consul, prefix: str) -> None:

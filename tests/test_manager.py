@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helpers.support import Recorder, unique, wait_for, wait_node_registered
-from helpers.tcp_proxy import TcpProxy
+from support import MakeManager, Recorder, in_thread, unique, wait_for
 
 from locksmith import (
     Consul,
@@ -27,34 +25,7 @@ from locksmith import (
     NotHeld,
     ValidationError,
 )
-
-MakeManager = Callable[..., LockManager]
-
-
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    wait_node_registered(consul_addr)
-    client = Consul(consul_addr)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def make_manager(consul_addr: str) -> Iterator[MakeManager]:
-    wait_node_registered(consul_addr)
-    """Managers on their own clients, closed at teardown."""
-    made: list[LockManager] = []
-
-    def make(addr: str | None = None, **kwargs: Any) -> LockManager:
-        kwargs.setdefault("name", unique("mgr-test"))
-        mgr = LockManager(Consul(addr or consul_addr, timeout=5.0), **kwargs)
-        made.append(mgr)
-        return mgr
-
-    yield make
-    for mgr in made:
-        mgr.close()
-        mgr.consul.close()
+from locksmith.testing import FaultProxy
 
 
 def _session_alive(consul: Consul, sid: str) -> bool:
@@ -221,19 +192,14 @@ def test_graceful_close_leaves_no_session_and_next_waiter_has_no_lock_delay(
     waiter.on_lock_delay(delays)
     held = holder.lock(key).acquire(timeout=10)
     assert held is not None
-    result: list[Lease | BaseException] = []
 
-    def wait() -> None:
-        try:
-            # 20 s < the holder's 30 s lock-delay: only a clean release lets this succeed.
-            lease = waiter.lock(key).acquire(timeout=20)
-            assert lease is not None
-            result.append(lease)
-        except BaseException as exc:
-            result.append(exc)
+    def wait() -> Lease:
+        # 20 s < the holder's 30 s lock-delay: only a clean release lets this succeed.
+        lease = waiter.lock(key).acquire(timeout=20)
+        assert lease is not None
+        return lease
 
-    t = threading.Thread(target=wait)
-    t.start()
+    t, result = in_thread(wait)
     assert wait_for(lambda: bool(waiter._waiting), timeout=10)  # blocked on the key
     holder.close()
     t.join(30)
@@ -361,8 +327,7 @@ def test_callback_errors_are_contained(consul: Consul, make_manager: MakeManager
 
 
 def test_blocking_acquire_retries_unavailable_until_deadline(consul_addr: str) -> None:
-    wait_node_registered(consul_addr)
-    with TcpProxy(consul_addr) as proxy:
+    with FaultProxy(consul_addr) as proxy:
         proxy.blackhole()
         mgr = LockManager(Consul(proxy.addr, timeout=0.5), name=unique("t-unavail"))
         try:
@@ -372,18 +337,10 @@ def test_blocking_acquire_retries_unavailable_until_deadline(consul_addr: str) -
             with pytest.raises(LockTimeout) as info:
                 lock.acquire(timeout=1.5)
             assert isinstance(info.value.__cause__, ConsulUnavailable)
-            result: list[Lease | BaseException | None] = []
-
-            def acquire() -> None:
-                try:
-                    result.append(lock.acquire(timeout=30))
-                except BaseException as exc:
-                    result.append(exc)
-
-            t = threading.Thread(target=acquire)
-            t.start()
+            t, result = in_thread(lambda: lock.acquire(timeout=30))
             threading.Event().wait(1.0)  # let it fail a few times
-            proxy.restore()
+            proxy.heal()
+            proxy.reset_connections()  # hung connections: clients reconnect
             t.join(40)
             assert len(result) == 1 and isinstance(result[0], Lease), result
             assert lock.held

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.support import unique, wait_node_registered
+from support import LOCK_CHILD, MakeManager, child_env, unique
 
-from locksmith import Consul, Lock, LockManager
+from locksmith import Lock, LockManager
 
-CHILD = Path(__file__).parent / "helpers" / "lock_child.py"
 CYCLES = 8
 HOLD = 0.005
 
@@ -58,21 +55,13 @@ def test_checker_catches_overlap_and_token_regressions() -> None:
 
 
 @pytest.fixture
-def managers(consul_addr: str) -> Iterator[Callable[..., LockManager]]:
-    wait_node_registered(consul_addr)
-    made: list[LockManager] = []
-
+def managers(make_manager: MakeManager) -> Callable[..., LockManager]:
     def make(**kwargs: Any) -> LockManager:
-        mgr = LockManager(
-            Consul(consul_addr), ttl="15s", lock_delay="5s", name=unique("contend"), **kwargs
+        return make_manager(
+            timeout=10.0, ttl="15s", lock_delay="5s", name=unique("contend"), **kwargs
         )
-        made.append(mgr)
-        return mgr
 
-    yield make
-    for mgr in made:
-        mgr.close()
-        mgr.consul.close()
+    return make
 
 
 def _cycle(lock: Lock, who: str, n: int, out: list[Hold], errors: list[BaseException]) -> None:
@@ -90,13 +79,12 @@ def _cycle(lock: Lock, who: str, n: int, out: list[Hold], errors: list[BaseExcep
 
 
 def _spawn(consul_addr: str, key: str, n: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.Popen(
-        [sys.executable, str(CHILD), "cycles", consul_addr, key, str(n), str(HOLD)],
+        [sys.executable, LOCK_CHILD, "cycles", consul_addr, key, str(n), str(HOLD)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
+        env=child_env(),
     )
 
 

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers.support import Recorder, agent_call, unique, wait_for, wait_node_registered
-from helpers.tcp_proxy import TcpProxy
+from support import (
+    LOCK_CHILD,
+    MakeManager,
+    Recorder,
+    agent_call,
+    child_env,
+    in_thread,
+    unique,
+    wait_for,
+)
 
 from locksmith import (
     Consul,
@@ -29,34 +32,7 @@ from locksmith import (
     LossEvent,
     LossReason,
 )
-
-MakeManager = Callable[..., LockManager]
-CHILD = Path(__file__).parent / "helpers" / "lock_child.py"
-
-
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    wait_node_registered(consul_addr)
-    client = Consul(consul_addr)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def make_manager(consul_addr: str) -> Iterator[MakeManager]:
-    wait_node_registered(consul_addr)
-    made: list[LockManager] = []
-
-    def make(addr: str | None = None, timeout: float = 5.0, **kwargs: Any) -> LockManager:
-        kwargs.setdefault("name", unique("loss-test"))
-        mgr = LockManager(Consul(addr or consul_addr, timeout=timeout), **kwargs)
-        made.append(mgr)
-        return mgr
-
-    yield make
-    for mgr in made:
-        mgr.close()
-        mgr.consul.close()
+from locksmith.testing import FaultProxy
 
 
 def _held(mgr: LockManager, key: str) -> tuple[Lock, Lease, Recorder[LossEvent]]:
@@ -111,7 +87,8 @@ def test_health_check_critical(consul: Consul, consul_addr: str, make_manager: M
     )
     assert status == 200, text
     try:
-        mgr = make_manager(checks=[check, "serfHealth"], lock_delay=0)
+        # Bound checks need lock_delay >= ttl (the library refuses less).
+        mgr = make_manager(checks=[check, "serfHealth"], ttl="15s", lock_delay="15s")
         lock, lease, lost = _held(mgr, unique("l/check"))
         info = consul.sessions.info(lease.session_id)
         assert info is not None and set(info.node_checks) == {check, "serfHealth"}
@@ -120,7 +97,7 @@ def test_health_check_critical(consul: Consul, consul_addr: str, make_manager: M
         _assert_lost_once(lock, lease, lost, LossReason.SESSION_INVALIDATED)
         assert consul.sessions.info(lease.session_id) is None
     finally:
-        agent_call(consul_addr, "PUT", f"/v1/agent/check/deregister/{check}")
+        agent_call(consul_addr, "PUT", f"/v1/agent/check/deregister/{check}", check=False)
 
 
 # --------------------------------------------------------------------------- key changes
@@ -178,16 +155,7 @@ def test_waiter_acquires_after_lock_delay_window(consul: Consul, make_manager: M
     waiter.on_lock_delay(delays)
     held = holder.lock(key).acquire(timeout=10)
     assert held is not None
-    result: list[Lease | BaseException] = []
-
-    def wait() -> None:
-        try:
-            result.append(waiter.lock(key).acquire(timeout=30))  # type: ignore[arg-type]
-        except BaseException as exc:
-            result.append(exc)
-
-    t = threading.Thread(target=wait)
-    t.start()
+    t, result = in_thread(lambda: waiter.lock(key).acquire(timeout=30))
     assert wait_for(lambda: bool(waiter._waiting), timeout=10)
     sent = time.monotonic()
     consul.sessions.destroy(held.session_id)  # invalidation starts the window
@@ -216,7 +184,7 @@ def test_agent_unreachable_past_lease_deadline(
     consul: Consul, consul_addr: str, make_manager: MakeManager
 ) -> None:
     """Blackholed past TTL: presumed lost at the deadline; cleaned up once Consul is back."""
-    with TcpProxy(consul_addr) as proxy:
+    with FaultProxy(consul_addr) as proxy:
         mgr = make_manager(addr=proxy.addr, timeout=2.0, ttl="10s", lock_delay="60s")
         lock, lease, lost = _held(mgr, unique("l/unreachable"))
         other = make_manager()  # talks to the agent directly
@@ -232,7 +200,8 @@ def test_agent_unreachable_past_lease_deadline(
         # The server still has the session (it reaps at 2xTTL): the key is still ours there.
         entry = consul.kv.get(lease.key)
         assert entry is not None and entry.session == lease.session_id
-        proxy.restore()
+        proxy.heal()
+        proxy.reset_connections()  # hung connections: clients reconnect
         # Cleanup: the key is released (no lock-delay), then the session destroyed.
         assert wait_for(lambda: consul.sessions.info(lease.session_id) is None, timeout=15)
         assert time.monotonic() < cut + 20.0, "reaped by the server, not cleaned up by us"
@@ -248,13 +217,12 @@ def test_agent_unreachable_past_lease_deadline(
 def test_paused_process_presumes_loss_on_resume(consul: Consul, consul_addr: str) -> None:
     """SIGSTOP past TTL (but short of the server's 2xTTL): LEASE_EXPIRED on SIGCONT."""
     key = unique("l/sigstop")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     with subprocess.Popen(
-        [sys.executable, str(CHILD), "hold", consul_addr, key],
+        [sys.executable, LOCK_CHILD, "hold", consul_addr, key],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
+        env=child_env(),
     ) as proc:
         _check_paused_child(proc, consul, key)
 

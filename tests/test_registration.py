@@ -5,32 +5,14 @@ from __future__ import annotations
 import functools
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from recipe_helpers import PROC, Proc, consul_client, fresh_prefix, http, wait_for, wait_node_ready
+from support import PROC, Proc, agent_call, wait_for
 
 from locksmith import Consul, Lease, LockManager, LossEvent, LossReason
 
 TTL = 10.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _node_ready(consul_addr: str) -> None:
-    wait_node_ready(consul_addr)
-
-
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    yield from consul_client(consul_addr)
-
-
-@pytest.fixture
-def prefix(consul: Consul) -> Iterator[str]:
-    p = fresh_prefix()
-    yield p
-    consul.kv.delete(p, recurse=True)
 
 
 def test_shared_session_reregistered_and_closed(consul: Consul, prefix: str) -> None:
@@ -73,26 +55,28 @@ def test_reregistered_once_critical_check_passes(
     consul: Consul, consul_addr: str, prefix: str
 ) -> None:
     check = f"locksmith-reg-{prefix.rsplit('/', 1)[1]}"
-    http(consul_addr, "PUT", "/v1/agent/check/register", {"ID": check, "Name": check, "TTL": "60s"})
+    agent_call(
+        consul_addr, "PUT", "/v1/agent/check/register", {"ID": check, "Name": check, "TTL": "60s"}
+    )
     key = f"{prefix}/svc/c"
     rereg: list[Lease] = []
     try:
-        http(consul_addr, "PUT", f"/v1/agent/check/pass/{check}")
+        agent_call(consul_addr, "PUT", f"/v1/agent/check/pass/{check}")
         with LockManager(consul, ttl="10s", checks=["serfHealth", check]) as mgr:
             reg = mgr.register(key, b"c")
             reg.on_reregistered(rereg.append)
             first = consul.kv.get(key)
             assert first is not None and first.session
-            http(consul_addr, "PUT", f"/v1/agent/check/fail/{check}")
+            agent_call(consul_addr, "PUT", f"/v1/agent/check/fail/{check}")
             wait_for(lambda: consul.kv.get(key) is None, 10, "the key to vanish")
             time.sleep(1.0)  # Consul refuses sessions on a critical check meanwhile
             assert consul.kv.get(key) is None and rereg == []
-            http(consul_addr, "PUT", f"/v1/agent/check/pass/{check}")
+            agent_call(consul_addr, "PUT", f"/v1/agent/check/pass/{check}")
             wait_for(lambda: rereg, 20, "re-registration after the check passed")
             again = consul.kv.get(key)
             assert again is not None and again.session == rereg[0].session_id != first.session
     finally:
-        http(consul_addr, "PUT", f"/v1/agent/check/deregister/{check}")
+        agent_call(consul_addr, "PUT", f"/v1/agent/check/deregister/{check}")
 
 
 def _registered(key: str, event: dict[str, Any]) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import structlog
+from support import unique
 
 from locksmith import (
     ACLNotFound,
@@ -90,7 +91,7 @@ def test_no_secret_anywhere_in_a_full_run(  # noqa: PLR0917 - fixtures
 ) -> None:
     agent = consul_acl_agent
     node = agent.node_name
-    prefix = f"secrets-{uuid.uuid4().hex[:8]}"
+    prefix = unique("secrets")
     writer = make_acl_token(
         f'session "{node}" {{ policy = "write" }}\nkey_prefix "{prefix}/" {{ policy = "write" }}'
     )

@@ -6,20 +6,11 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from recipe_helpers import (
-    CHILD,
-    Proc,
-    consul_client,
-    fresh_prefix,
-    read_lines,
-    wait_for,
-    wait_node_ready,
-)
+from support import CHILD, Proc, read_lines, unique, wait_for
 
 from locksmith import (
     CONSUL_SEMAPHORE_FLAGS,
@@ -32,23 +23,6 @@ from locksmith import (
     LossReason,
     Semaphore,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _node_ready(consul_addr: str) -> None:
-    wait_node_ready(consul_addr)
-
-
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    yield from consul_client(consul_addr)
-
-
-@pytest.fixture
-def prefix(consul: Consul) -> Iterator[str]:
-    p = fresh_prefix()
-    yield p
-    consul.kv.delete(p, recurse=True)
 
 
 def _managers(stack: ExitStack, consul: Consul, n: int) -> list[LockManager]:
@@ -140,7 +114,7 @@ def test_limit_and_kind_conflicts(consul: Consul, prefix: str) -> None:
             # A Consul-layout lock on a semaphore prefix is a conflict, not a takeover.
             with pytest.raises(LockConflict):
                 b.consul_lock(prefix).acquire(timeout=1)
-        other = fresh_prefix()
+        other = unique("locksmith-test/t")
         try:
             with a.consul_lock(other), pytest.raises(LockConflict):
                 b.semaphore(other, 2).acquire(timeout=1)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from support import agent_call, unique
 
 from locksmith._client import Consul, QueryResult, ServiceCheck, Session, next_index
 from locksmith._exceptions import BadRequest, ProtocolError, SessionNotFound
@@ -20,42 +18,15 @@ WOKEN_WITHIN = 30.0
 LONG_WAIT = "60s"
 
 
-def _wait_until_node_registered(addr: str, deadline: float = 60.0) -> None:
-    """Wait until the agent's node and serfHealth are in the catalog.
-
-    A fresh dev agent answers ``/v1/status/leader`` before it has synced its own node;
-    until then session creates fail with "Missing node registration".
-    """
-    base = f"http://{addr}"
-    with urllib.request.urlopen(f"{base}/v1/agent/self", timeout=10) as resp:
-        node = json.load(resp)["Config"]["NodeName"]
-    end = time.monotonic() + deadline
-    while True:
-        with urllib.request.urlopen(f"{base}/v1/health/node/{node}", timeout=10) as resp:
-            checks = json.load(resp)
-        if any(c["CheckID"] == "serfHealth" and c["Status"] == "passing" for c in checks):
-            return
-        if time.monotonic() > end:
-            pytest.fail(f"the agent's node {node!r} did not register within {deadline}s")
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _node_registered(consul_addr: str) -> None:
-    _wait_until_node_registered(consul_addr)
-
-
 class Agent:
     """Tiny helper for the agent's local check/service registration API."""
 
     def __init__(self, addr: str) -> None:
-        self.base = f"http://{addr}"
+        self.addr = addr
 
     def _put(self, path: str, body: Any = None) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
-        req = urllib.request.Request(self.base + path, data=data, method="PUT")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert resp.status == 200
+        status, _ = agent_call(self.addr, "PUT", path, body)
+        assert status == 200
 
     def register_check(self, check_id: str, status: str = "passing") -> None:
         self._put(
@@ -80,16 +51,6 @@ class Agent:
         self._put(f"/v1/agent/service/deregister/{service_id}")
 
 
-def _uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    with Consul(consul_addr) as client:
-        yield client
-
-
 @pytest.fixture
 def agent(consul_addr: str) -> Agent:
     return Agent(consul_addr)
@@ -98,21 +59,6 @@ def agent(consul_addr: str) -> Agent:
 @pytest.fixture
 def node(consul: Consul) -> str:
     return consul.agent_node()
-
-
-@pytest.fixture
-def new_session(consul: Consul) -> Iterator[Callable[..., str]]:
-    """Create sessions (keyword arguments of ``sessions.create``); destroyed at teardown."""
-    made: list[str] = []
-
-    def make(**kwargs: Any) -> str:
-        sid = consul.sessions.create(**kwargs)
-        made.append(sid)
-        return sid
-
-    yield make
-    for sid in made:
-        consul.sessions.destroy(sid)
 
 
 @pytest.fixture
@@ -204,7 +150,7 @@ def test_create_in_unknown_datacenter(consul: Consul) -> None:
 def test_create_with_legacy_checks_keeps_serf_health(
     consul: Consul, new_session: Callable[..., str], agent: Agent
 ) -> None:
-    check = _uid("legacy")
+    check = unique("legacy")
     agent.register_check(check)
     try:
         session = _info(consul, new_session(checks=[check]))
@@ -216,7 +162,7 @@ def test_create_with_legacy_checks_keeps_serf_health(
 def test_create_with_node_checks_replaces_serf_health(
     consul: Consul, new_session: Callable[..., str], agent: Agent
 ) -> None:
-    check = _uid("nodecheck")
+    check = unique("nodecheck")
     agent.register_check(check)
     try:
         session = _info(consul, new_session(node_checks=[check]))
@@ -235,7 +181,7 @@ def test_create_without_any_node_check(
 def test_create_with_service_checks(
     consul: Consul, new_session: Callable[..., str], agent: Agent
 ) -> None:
-    service, check = _uid("svc"), _uid("svccheck")
+    service, check = unique("svc"), unique("svccheck")
     agent.register_service(service, check)
     try:
         by_id = _info(consul, new_session(service_checks=[check], node_checks=[]))
@@ -251,7 +197,7 @@ def test_create_with_service_checks(
 def test_session_bound_to_service_check_dies_with_it(
     consul: Consul, new_session: Callable[..., str], agent: Agent, pool: ThreadPoolExecutor
 ) -> None:
-    service, check = _uid("svc"), _uid("svccheck")
+    service, check = unique("svc"), unique("svccheck")
     agent.register_service(service, check)
     sid = new_session(service_checks=[check])
     first = consul.sessions.info_with_meta(sid)
@@ -284,7 +230,7 @@ def test_create_with_unknown_node_or_check(
 
 
 def test_create_with_critical_check(consul: Consul, agent: Agent) -> None:
-    check = _uid("critical")
+    check = unique("critical")
     agent.register_check(check, status="critical")
     try:
         with pytest.raises(BadRequest, match="critical"):
@@ -296,7 +242,7 @@ def test_create_with_critical_check(consul: Consul, agent: Agent) -> None:
 def test_create_with_warning_check_is_fine(
     consul: Consul, new_session: Callable[..., str], agent: Agent
 ) -> None:
-    check = _uid("warning")
+    check = unique("warning")
     agent.register_check(check, status="warning")
     try:
         assert _info(consul, new_session(node_checks=[check])).node_checks == (check,)

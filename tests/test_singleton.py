@@ -8,41 +8,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from recipe_helpers import (
-    CHILD,
-    PROC,
-    Proc,
-    consul_client,
-    fresh_prefix,
-    read_lines,
-    wait_for,
-    wait_node_ready,
-)
+from support import CHILD, PROC, Proc, read_lines, wait_for
 
 from locksmith import EXIT_LOCK_LOST, Consul, Lease, LockManager, run_exclusive
 
 TTL = 10.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _node_ready(consul_addr: str) -> None:
-    wait_node_ready(consul_addr)
-
-
-@pytest.fixture
-def consul(consul_addr: str) -> Iterator[Consul]:
-    yield from consul_client(consul_addr)
-
-
-@pytest.fixture
-def key(consul: Consul) -> Iterator[str]:
-    prefix = fresh_prefix()
-    yield f"{prefix}/job"
-    consul.kv.delete(prefix, recurse=True)
 
 
 def _mgr(consul: Consul, **kw: object) -> LockManager:

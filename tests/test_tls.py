@@ -8,10 +8,10 @@ server certificate names ``server.dc1.consul``, ``localhost`` and ``127.0.0.1``.
 from __future__ import annotations
 
 import ssl
-import uuid
 from pathlib import Path
 
 import pytest
+from support import unique
 
 from locksmith import Consul, LockManager, TLSError
 from locksmith._exceptions import BadRequest, ConfigurationError
@@ -71,7 +71,7 @@ def test_server_certificate_names(consul_tls_agent: TLSConsulAgent) -> None:
 
 
 def test_lock_cycle_over_mutual_tls(consul_tls_agent: TLSConsulAgent) -> None:
-    prefix = f"tls-{uuid.uuid4().hex[:8]}"
+    prefix = unique("tls")
     with _mtls(consul_tls_agent) as consul:
         assert consul.config.scheme == "https"
         assert consul.config.verify is True  # on by default
@@ -117,7 +117,7 @@ def test_settings_from_the_environment(
         assert (cfg.scheme, cfg.tls_server_name, cfg.verify) == ("https", "server.dc1.consul", True)
         assert consul.leader()
         with LockManager(consul, ttl="10s") as mgr:
-            key = f"tls-env-{uuid.uuid4().hex[:8]}"
+            key = unique("tls-env")
             assert mgr.lock(key).acquire(timeout=10) is not None
         consul.kv.delete(key)
     monkeypatch.delenv("CONSUL_CACERT")
@@ -150,7 +150,7 @@ def test_localhost_name_verifies(consul_tls_agent: TLSConsulAgent) -> None:
 
 
 def test_without_client_certificate(consul_tls_agent: TLSConsulAgent) -> None:
-    prefix = f"tls-nocert-{uuid.uuid4().hex[:8]}"
+    prefix = unique("tls-nocert")
     with Consul(consul_tls_agent.https_url, ca_file=consul_tls_agent.ca_file) as consul:
         with pytest.raises(TLSError) as info:
             consul.leader()

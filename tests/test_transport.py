@@ -14,7 +14,6 @@ import ssl
 import subprocess
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import unique
 
 from locksmith._client import Consul
 from locksmith._config import ConnectionConfig
@@ -488,7 +488,7 @@ def test_env_address_python_consul2_cannot_parse(
 
 
 def test_python_consul2_wrappers_use_our_transport(consul_addr: str) -> None:
-    key = f"locksmith-test/consul2-{uuid.uuid4().hex[:8]}"
+    key = unique("locksmith-test/consul2")
     with Consul(consul_addr) as consul:
         raw = consul.consul2
         assert raw.kv.put(key, "via python-consul2") is True

@@ -1,4 +1,15 @@
-"""Shared helpers of the recipe tests: helper processes, bounded waits, agent calls."""
+"""Helpers shared by the tests: unique names, bounded polling, callback recorders, agent HTTP
+calls and child processes.
+
+The scripts next to this module run as child processes:
+
+* ``lock_child.py``: a process holding locksmith locks (the manager's multi-process tests);
+* ``proc.py``: an election candidate, registration holder or ``run_exclusive`` runner;
+* ``child.py``: the command run under a lock, logging its start, signals and end.
+
+The fixtures built on these (``consul``, ``prefix``, ``key``, ``new_session``,
+``make_manager``) are in ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -10,79 +21,149 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pytest
 
-from locksmith import Consul
+from locksmith import LockManager
 
-HERE = Path(__file__).parent
+__all__ = [
+    "CHILD",
+    "LOCK_CHILD",
+    "PROC",
+    "REPO",
+    "MakeManager",
+    "Proc",
+    "Recorder",
+    "agent_call",
+    "child_env",
+    "in_thread",
+    "max_concurrent",
+    "read_lines",
+    "unique",
+    "wait_for",
+]
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
 PROC = str(HERE / "proc.py")
 CHILD = str(HERE / "child.py")
-REPO = str(HERE.parent.parent)
+LOCK_CHILD = str(HERE / "lock_child.py")
 
 T = TypeVar("T")
 
+#: The ``make_manager`` fixture: ``make_manager(addr=None, timeout=5.0, **manager_kwargs)``.
+MakeManager = Callable[..., LockManager]
 
-def wait_for(pred: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``pred`` until it returns something truthy; fail the test after ``timeout``."""
+
+def unique(name: str) -> str:
+    """``name`` with a random suffix: a key, prefix or session name no other test uses."""
+    return f"{name}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_for(
+    pred: Callable[[], T | None],
+    timeout: float = 20.0,
+    what: str = "the condition",
+    interval: float = 0.05,
+) -> T:
+    """Poll ``pred`` until it returns something truthy and return that; fail the test after
+    ``timeout`` seconds."""
     end = time.monotonic() + timeout
     while True:
         value = pred()
         if value:
             return value
-        if time.monotonic() > end:
+        if time.monotonic() >= end:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
-def http(addr: str, method: str, path: str, body: Any = None) -> Any:
-    """One call to the agent's HTTP API (for what the client does not cover: checks)."""
+class Recorder(Generic[T]):
+    """A callback that records the events it receives (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self.events: list[T] = []
+        self.threads: list[str] = []
+
+    def __call__(self, event: T) -> None:
+        with self._cv:
+            self.events.append(event)
+            self.threads.append(threading.current_thread().name)
+            self._cv.notify_all()
+
+    def wait(self, count: int = 1, timeout: float = 20.0) -> bool:
+        """Wait until at least ``count`` events arrived."""
+        with self._cv:
+            return self._cv.wait_for(lambda: len(self.events) >= count, timeout)
+
+
+def in_thread(fn: Callable[[], T]) -> tuple[threading.Thread, list[T | BaseException]]:
+    """Run ``fn`` in a started thread; its return value or exception lands in the list."""
+    result: list[T | BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def agent_call(
+    addr: str, method: str, path: str, body: Any = None, *, check: bool = True
+) -> tuple[int, str]:
+    """Call the agent's HTTP API directly (for what the client does not wrap: checks, services).
+
+    Args:
+        addr: The agent's ``host:port``.
+        method: HTTP method.
+        path: Path with query, e.g. ``/v1/agent/check/pass/web``.
+        body: Sent as JSON unless None.
+        check: Fail the test unless the status is 2xx.
+
+    Returns:
+        The status and the body's text.
+    """
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        text = resp.read()
-    return json.loads(text) if text.strip() else None
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status, text = resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, text = exc.code, exc.read().decode()
+    if check and not 200 <= status < 300:
+        pytest.fail(f"{method} {path}: {status} {text}")
+    return status, text
 
 
-def wait_node_ready(addr: str) -> None:
-    """Wait until the agent's node and serfHealth are registered (sessions need them)."""
-    node = http(addr, "GET", "/v1/agent/self")["Config"]["NodeName"]
-
-    def ready() -> bool:
-        checks = http(addr, "GET", f"/v1/health/node/{node}")
-        return any(c["CheckID"] == "serfHealth" and c["Status"] == "passing" for c in checks)
-
-    wait_for(ready, 60, "the agent's node registration")
-
-
-def fresh_prefix() -> str:
-    """A unique key prefix for one test."""
-    return f"locksmith-recipes/{uuid.uuid4().hex[:10]}"
-
-
-def consul_client(addr: str) -> Iterator[Consul]:
-    """A client for a fixture (``yield from``)."""
-    with Consul(addr) as client:
-        yield client
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: this one's, locksmith importable, plus ``extra``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
 
 
 class Proc:
     """A helper process whose JSON event lines (stdout) are collected by a thread."""
 
     def __init__(self, argv: list[str], *, group: bool = False) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
         self.popen = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env=child_env(),
             start_new_session=group,
         )
         self.events: list[dict[str, Any]] = []

@@ -1,1 +1,0 @@
-"""Helpers shared by the lock manager's tests (proxy, child process, polling)."""
