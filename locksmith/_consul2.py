@@ -267,7 +267,7 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
     def _new_conn(self, timeout: float, method: str, path: str) -> http.client.HTTPConnection:
         cfg = self.config
         conn: http.client.HTTPConnection
-        if cfg.scheme == "https" and cfg.tls_server_name:
+        if cfg.scheme == "https":
             conn = _HTTPSConnection(
                 cfg.host,
                 cfg.port,
@@ -275,12 +275,8 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
                 context=self._ssl_context(),
                 server_name=cfg.tls_server_name,
             )
-        elif cfg.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                cfg.host, cfg.port, timeout=timeout, context=self._ssl_context()
-            )
         else:
-            conn = http.client.HTTPConnection(cfg.host, cfg.port, timeout=timeout)
+            conn = _HTTPConnection(cfg.host, cfg.port, timeout=timeout)
         with self._all_lock:
             if self._closed:
                 raise self._closed_error(method, path)
@@ -530,14 +526,44 @@ def _ssl_context(config: ConnectionConfig) -> ssl.SSLContext:
     return ctx
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """An HTTPS connection that verifies the certificate against a chosen server name."""
+class _OneSendMixin:
+    """Send a request's head and a bytes body in one write.
+
+    ``http.client`` writes the head and the body separately: two system calls (and two TCP
+    segments) per PUT, which is a measurable share of a sub-millisecond request on loopback.
+    """
+
+    _buffer: list[bytes]
+    send: Callable[[Any], None]  # HTTPConnection's
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and not encode_chunked:
+            self._buffer.extend((b"", b""))
+            msg = b"\r\n".join(self._buffer)
+            del self._buffer[:]
+            self.send(msg + message_body)
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _HTTPConnection(_OneSendMixin, http.client.HTTPConnection):
+    """Plain HTTP, one write per request."""
+
+
+class _HTTPSConnection(_OneSendMixin, http.client.HTTPSConnection):
+    """HTTPS, one write per request; optionally verified against a chosen server name."""
 
     def __init__(
-        self, host: str, port: int, *, timeout: float, context: ssl.SSLContext, server_name: str
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        context: ssl.SSLContext,
+        server_name: str | None = None,
     ) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
-        self._server_name = server_name
+        self._server_name = server_name or host
         self._tls_context = context
 
     def connect(self) -> None:
