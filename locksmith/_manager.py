@@ -394,6 +394,14 @@ class Lock:
                 ambiguous.add(sess.id)
                 raise
             if entry is not None:
+                if entry.modify_index <= mgr._last_token(self.key):
+                    # Our session still held the key (a loss declared on a stale read, or a
+                    # release that never reached Consul), so Consul took the identical
+                    # re-acquire as a no-op and wrote nothing: the token would repeat. Give the
+                    # key back and take it again so that the fencing token moves forward.
+                    log.info("lock.reacquire_without_write", key=self.key, session_id=sess.id)
+                    kv.put(self.key, self.value, release=sess.id, flags=self.flags)
+                    return _AGAIN
                 lease = Lease(
                     key=self.key,
                     session_id=sess.id,
@@ -618,6 +626,8 @@ class LockManager(RecipesMixin):
         self._state = ManagerState.NEW
         self._session: _SessionHandle | None = None
         self._holds: dict[str, _Hold] = {}
+        #: Highest fencing token handed out per key: a re-acquire must exceed it.
+        self._tokens: dict[str, int] = {}
         self._claims: dict[str, Lock] = {}
         self._inflight = 0
         self._hints: dict[str, DelayHint] = {}
@@ -974,6 +984,11 @@ class LockManager(RecipesMixin):
         self._announce_loss(h, reason, now)
 
     # -- holds ---------------------------------------------------------------------------
+    def _last_token(self, key: str) -> int:
+        """The highest fencing token this manager handed out for ``key`` (0: none)."""
+        with self._mu:
+            return self._tokens.get(key, 0)
+
     def _register_hold(self, lock: Lock, s: _SessionHandle, lease: Lease) -> bool:
         now = self._clock.monotonic()
         rewatch = False
@@ -986,6 +1001,7 @@ class LockManager(RecipesMixin):
             )
             if ok:
                 self._holds[lease.key] = _Hold(lock, lease, s)
+                self._tokens[lease.key] = max(self._tokens.get(lease.key, 0), lease.fencing_token)
                 lock._lease = lease
                 lock._set_state(LockState.HELD)
                 self._hints.pop(lease.key, None)
@@ -1298,6 +1314,15 @@ class LockManager(RecipesMixin):
             ]
         if not suspects:
             return False
+        # A default-consistency read can be stale while a deposed leader still answers: read
+        # the suspects again from the leader before declaring anything lost.
+        try:
+            fresh = {k: self._consul.kv.get(k, consistency="consistent") for k, _ in suspects}
+        except ConsulUnavailable:
+            return True
+        suspects = [(k, h) for k, h in suspects if (e := fresh[k]) is None or e.session != s.id]
+        if not suspects:
+            return False
         if not s.timer.valid(self._clock.monotonic()):
             self._session_gone(s, LossReason.LEASE_EXPIRED, confirmed=False)
             return False
@@ -1308,7 +1333,7 @@ class LockManager(RecipesMixin):
             self._session_gone(s, LossReason.SESSION_INVALIDATED, confirmed=True)
             return False
         for key, h in suspects:
-            e = entries.get(key)
+            e = fresh[key]
             reason = classify_loss(s.id, e.session if e else None, e is not None, True)
             if reason is not None:
                 self._lose_hold(key, h.lease, reason)
