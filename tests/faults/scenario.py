@@ -369,6 +369,7 @@ class Scenario:
                     h.proc.wait(10)
                 if h.reader is not None:
                     h.reader.join(10)
+                _close_pipes(h.proc)
 
     def _holding(self, kind: str | None = None) -> list[_Holder]:
         with self._mu:
@@ -490,9 +491,7 @@ class Scenario:
             h.proc.wait(10)
             if h.reader is not None:
                 h.reader.join(10)
-            with contextlib.suppress(OSError):
-                if h.proc.stdin is not None:
-                    h.proc.stdin.close()
+            _close_pipes(h.proc)
             repl = self._start_holder("process")
             return self._fault(
                 kind,
@@ -706,3 +705,11 @@ def write_report(result: ScenarioResult, directory: Path) -> tuple[Path, Path]:
     ]
     md.write_text("\n".join(lines) + "\n")
     return js, md
+
+
+def _close_pipes(proc: subprocess.Popen[str]) -> None:
+    """Close a holder process's pipes (unclosed ones warn later, in whatever test runs next)."""
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()

@@ -324,7 +324,7 @@ ROWS: list[tuple[str, Row, type[BaseException], str]] = [
     ),
     (
         "mgr-check-unknown",
-        lambda e: e.mgr(checks=["no-such-check"]).lock(e.key).acquire(timeout=5),
+        lambda e: e.mgr(checks=["no-such-check"], lock_delay=10).lock(e.key).acquire(timeout=5),
         ConsulError,
         "no-such-check",
     ),
