@@ -10,9 +10,7 @@ from __future__ import annotations
 from locksmith import Consul, LockManager, LossReason
 
 
-def test_reacquire_while_the_session_still_holds_gets_a_new_token(
-    consul: Consul, key: str
-) -> None:
+def test_reacquire_while_the_session_still_holds_gets_a_new_token(consul: Consul, key: str) -> None:
     with LockManager(consul, ttl="10s", lock_delay=0, name="token-monotonic") as mgr:
         lock = mgr.lock(key, b"v")
         first = lock.acquire(timeout=10)
