@@ -338,8 +338,31 @@ _UNAVAILABLE_MARKERS = (
     "connection refused",
     "i/o timeout",
     "leadership lost",
+    "not the leader",
+    "no leader",
     "raft",
     "timed out",
+    "eof",
+)
+
+#: 5xx texts that name a problem with the request itself: retrying cannot help. Any other 5xx
+#: is taken as the server being unable right now (a leader change answers with new texts in
+#: new Consul versions; treating an unknown one as permanent would turn a blip into a crash).
+_PERMANENT_MARKERS = (
+    "invalid session ttl",
+    "missing unit",
+    "invalid behavior",
+    "missing node registration",
+    "missing check",
+    "in critical state",
+    "no path to datacenter",
+    "conflicting flags",
+    "request decode failed",
+    "must be 36 characters",
+    "invalid",
+    "missing",
+    "bad request",
+    "too large",
 )
 
 
@@ -404,7 +427,8 @@ def _error_for(resp: RawResponse, operation: str, resource: str) -> ConsulError:
     if resp.status == 429:
         return ConsulUnavailable(f"{what}: Consul is rate-limiting requests: {body}", **kwargs)
     if resp.status >= 500:
-        if any(marker in low for marker in _UNAVAILABLE_MARKERS) or resp.status in (502, 503, 504):
+        transient = any(marker in low for marker in _UNAVAILABLE_MARKERS)
+        if transient or not any(marker in low for marker in _PERMANENT_MARKERS):
             return ConsulUnavailable(f"{what}: Consul is unavailable: {body}", **kwargs)
         return BadRequest(f"{what}: Consul rejected the request: {body}", **kwargs)
     return ConsulError(f"{what}: unexpected HTTP {resp.status} from Consul: {body}", **kwargs)

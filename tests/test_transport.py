@@ -185,6 +185,10 @@ def _client(addr: str, **kwargs: Any) -> Consul:
         (429, "Your IP is issuing too many concurrent connections", ConsulUnavailable),
         (500, "Invalid Session TTL '9000000000', must be between [10s=24h0m0s]", BadRequest),
         (500, "Missing node registration", BadRequest),
+        # Seen on a 3-server cluster during a leader change (the fault soak): transient.
+        (500, "node is not the leader", ConsulUnavailable),
+        (500, "something new and unknown", ConsulUnavailable),
+        (500, "Missing check 'x' registration", BadRequest),
         (400, "Request decode failed: bad", BadRequest),
         (404, "Session id 'x' not found", SessionNotFound),
         (418, "teapot", ConsulError),
