@@ -634,6 +634,8 @@ class LockManager(RecipesMixin):
         self._holder_delays: dict[str, float | None] = {}
         self._pending_releases: dict[tuple[str, str], tuple[bytes, int]] = {}
         self._pending_destroys: set[str] = set()
+        #: Keys the cleanup thread is releasing right now: local acquires of them wait.
+        self._cleaning: set[str] = set()
         self._lock_delay_callbacks: list[Callable[[LockDelayEvent], object]] = []
         self._lost_callbacks: list[Callable[[LossEvent], object]] = []
         self._stop = threading.Event()
@@ -833,7 +835,7 @@ class LockManager(RecipesMixin):
     # -- local exclusion -----------------------------------------------------------------
     def _claim(self, lock: Lock, deadline: float | None) -> bool:
         with self._claims_cv:
-            while lock.key in self._claims:
+            while lock.key in self._claims or lock.key in self._cleaning:
                 self._check_open()
                 now = self._clock.monotonic()
                 if deadline is not None and now >= deadline:
@@ -1001,6 +1003,9 @@ class LockManager(RecipesMixin):
             )
             if ok:
                 self._holds[lease.key] = _Hold(lock, lease, s)
+                # A release queued for an earlier hold of this key by this session (an
+                # acquire that timed out) must not undo the hold just taken.
+                self._pending_releases.pop((lease.key, s.id), None)
                 self._tokens[lease.key] = max(self._tokens.get(lease.key, 0), lease.fencing_token)
                 lock._lease = lease
                 lock._set_state(LockState.HELD)
@@ -1057,10 +1062,16 @@ class LockManager(RecipesMixin):
             self._consul.kv.put(lease.key, lease.value, release=lease.session_id, flags=lease.flags)
         except SessionNotFound:
             pass  # the session ended: the key is released (or deleted) already
-        except ConsulUnavailable:
-            # Keep trying in the background: a key we no longer use must not stay locked.
+        except LocksmithError as exc:
+            # Unavailable, or refused mid leader change: keep trying in the background; a key
+            # we no longer use must not stay locked, and release() itself must not fail.
             self._queue_release(lease.key, lease.session_id, lease.value, lease.flags)
-            log.warning("lock.release_deferred", key=lease.key, session_id=lease.session_id)
+            log.warning(
+                "lock.release_deferred",
+                key=lease.key,
+                session_id=lease.session_id,
+                error=str(exc),
+            )
         finally:
             lock._lease = None
             self._unclaim(lock, LockState.UNLOCKED)
@@ -1218,6 +1229,17 @@ class LockManager(RecipesMixin):
             releases = dict(self._pending_releases)
             destroys = set(self._pending_destroys)
         for (key, sid), (value, flags) in releases.items():
+            with self._claims_cv:
+                # A local Lock holding or acquiring the key with this very session (an earlier
+                # acquire of it timed out) could have its hold undone by this release: leave
+                # the key to it (taking it drops this entry). Releases for other sessions
+                # cannot touch its hold. Local acquires wait while a release is under way.
+                if (key, sid) not in self._pending_releases:
+                    continue
+                current = self._session
+                if key in self._claims and current is not None and current.id == sid:
+                    continue
+                self._cleaning.add(key)
             try:
                 self._consul.kv.put(key, value, release=sid, flags=flags, timeout=_CLEANUP_TIMEOUT)
                 log.info("lock.cleanup_released", key=key, session_id=sid)
@@ -1228,6 +1250,10 @@ class LockManager(RecipesMixin):
                 continue
             except LocksmithError as exc:
                 log.warning("lock.cleanup_release_failed", key=key, session_id=sid, error=str(exc))
+            finally:
+                with self._claims_cv:
+                    self._cleaning.discard(key)
+                    self._claims_cv.notify_all()
             with self._mu:
                 self._pending_releases.pop((key, sid), None)
         with self._mu:
