@@ -506,5 +506,10 @@ def quiet_logs(level: int = logging.WARNING) -> None:
 
     locksmith never configures structlog; unconfigured, structlog prints every info event
     (``lock.acquired``, ``lock.released``) to stdout, which would dominate these timings.
+    ``cache_logger_on_first_use`` is structlog's production advice: without it every log
+    call of a module-level logger rebuilds its bound logger.
     """
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )

@@ -402,9 +402,10 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
                 self._local.reaper = reaper
             self._begin(conn)
             try:
-                conn.timeout = timeout
-                if conn.sock is not None:
-                    conn.sock.settimeout(timeout)
+                if conn.timeout != timeout:  # settimeout costs a system call: only on change
+                    conn.timeout = timeout
+                    if conn.sock is not None:
+                        conn.sock.settimeout(timeout)
                 conn.request(method, target, body=body, headers=hdrs)
                 resp = conn.getresponse()
                 payload = resp.read()
