@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from locksmith import Consul
 
@@ -198,7 +199,11 @@ def test_sample_runs(
     before = set() if external else _our_sessions(consul_addr)
     code = compile(block.code, f"<{block.id}>", "exec")
     namespace: dict[str, Any] = {"__name__": "__docs_sample__"}
-    exec(code, namespace)
+    logging_config = structlog.get_config()  # a sample may configure logging, as apps do
+    try:
+        exec(code, namespace)
+    finally:
+        structlog.configure(**logging_config)
     # A sample that is a pytest test module: call its tests with the fixtures pytest would pass.
     fixtures = {"consul_addr": consul_addr, "consul_agent": consul_agent}
     for name, fn in list(namespace.items()):
