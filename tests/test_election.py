@@ -183,7 +183,8 @@ def test_three_processes_failover_after_kill9(consul: Consul, consul_addr: str, 
             obs.on_leader_change(seen_cb.append)
 
             def follow() -> None:
-                seen_iter.extend(obs.observe(timeout=120, stop=stop))
+                for info in obs.observe(timeout=120, stop=stop):
+                    seen_iter.append(info)
 
             follower = threading.Thread(target=follow, daemon=True)
             follower.start()
@@ -209,7 +210,16 @@ def test_three_processes_failover_after_kill9(consul: Consul, consul_addr: str, 
             # Nobody else believes it leads.
             others = [n for n in names if n not in (leader, new)]
             assert not any(e["event"] == "elected" for e in procs[others[0]].events)
-            time.sleep(1.0)  # let both observers catch up with the last change
+
+            def caught_up(seen: list[LeaderInfo | None]) -> bool:
+                return (
+                    bool(seen)
+                    and seen[-1] is not None
+                    and seen[-1].session_id == (second.session_id)
+                )
+
+            # Both observers caught up with the last change (a condition, not a sleep).
+            wait_for(lambda: caught_up(seen_cb) and caught_up(seen_iter), 10, "observers")
             stop.set()
             follower.join(10)
     finally:
