@@ -19,13 +19,14 @@ why a key was lost) are made by the pure functions of ``_core``.
 from __future__ import annotations
 
 import base64
+import enum
 import math
 import queue
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 import tenacity
@@ -81,7 +82,6 @@ __all__ = ["Lease", "Lock", "LockDelayEvent", "LockManager", "LossEvent"]
 
 log = structlog.get_logger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: How long the watcher blocks per query when nothing changes.
 _WATCH_WAIT = 300.0
@@ -146,7 +146,9 @@ class LockDelayEvent:
     previous_session: str | None
 
 
-class _SessionState:
+class _SessionState(enum.Enum):
+    """A session's lifecycle as the manager sees it: ACTIVE -> ENDED, never back."""
+
     ACTIVE = "active"
     ENDED = "ended"
 
@@ -859,7 +861,7 @@ class LockManager(RecipesMixin):
         now = self._clock.monotonic()
         with self._mu:
             s = self._session
-            if s is not None and s.state == _SessionState.ACTIVE and s.timer.valid(now):
+            if s is not None and s.state is _SessionState.ACTIVE and s.timer.valid(now):
                 return s
         return None
 
@@ -928,7 +930,7 @@ class LockManager(RecipesMixin):
         """
         now = self._clock.monotonic()
         with self._claims_cv:
-            if s.state != _SessionState.ACTIVE:
+            if s.state is not _SessionState.ACTIVE:
                 return
             s.state = _SessionState.ENDED
             reason = settle_reason(reason, s.timer.valid(now))
@@ -997,7 +999,7 @@ class LockManager(RecipesMixin):
         with self._mu:
             ok = (
                 self._state is ManagerState.RUNNING
-                and s.state == _SessionState.ACTIVE
+                and s.state is _SessionState.ACTIVE
                 and self._session is s
                 and s.timer.valid(now)
             )
@@ -1143,7 +1145,7 @@ class LockManager(RecipesMixin):
             with self._mu:
                 s = self._session
             wake = math.inf
-            if s is not None and s.state == _SessionState.ACTIVE:
+            if s is not None and s.state is _SessionState.ACTIVE:
                 decision = s.timer.decide(clock.monotonic())
                 if isinstance(decision, PresumeLost):
                     self._session_gone(s, LossReason.LEASE_EXPIRED, confirmed=False)
@@ -1160,7 +1162,7 @@ class LockManager(RecipesMixin):
 
         def attempt() -> None:
             now = clock.monotonic()
-            if self._stop.is_set() or s.state != _SessionState.ACTIVE or not s.timer.valid(now):
+            if self._stop.is_set() or s.state is not _SessionState.ACTIVE or not s.timer.valid(now):
                 raise _LeaseOverError
             info = self._consul.sessions.renew(
                 s.id, timeout=self._request_timeout(s.timer.remaining(now))
