@@ -30,7 +30,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
@@ -97,12 +97,27 @@ class ExternalConsul:
         return cls(parsed.netloc, parsed.scheme, os.environ.get("CONSUL_HTTP_TOKEN") or None)
 
 
+AgentT = TypeVar("AgentT", bound=ConsulAgent)
+
+
 def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 def _fail_not_found(exc: ConsulNotFoundError) -> NoReturn:
     pytest.fail(f"locksmith.testing: {exc}", pytrace=False)
+
+
+def _running(agent: AgentT) -> Iterator[AgentT]:
+    """Start ``agent`` for a fixture (failing clearly without a consul binary), stop it after."""
+    try:
+        agent.start()
+    except ConsulNotFoundError as exc:
+        _fail_not_found(exc)
+    try:
+        yield agent
+    finally:
+        agent.stop()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -149,14 +164,7 @@ def consul_agent() -> Iterator[ConsulAgent | ExternalConsul]:
     if external:
         yield ExternalConsul.from_env(external)
         return
-    try:
-        agent = ConsulAgent(node_name=f"locksmith-{_worker()}").start()
-    except ConsulNotFoundError as exc:
-        _fail_not_found(exc)
-    try:
-        yield agent
-    finally:
-        agent.stop()
+    yield from _running(ConsulAgent(node_name=f"locksmith-{_worker()}"))
 
 
 @pytest.fixture(scope="session")
@@ -232,14 +240,7 @@ def consul_acl_agent() -> Iterator[ACLConsulAgent]:
     ``.acl_master_token`` is the master token; ``.make_token(rules_hcl)`` makes a token whose
     only policy is ``rules_hcl`` and returns its secret.
     """
-    try:
-        agent = ACLConsulAgent(node_name=f"locksmith-acl-{_worker()}").start()
-    except ConsulNotFoundError as exc:
-        _fail_not_found(exc)
-    try:
-        yield agent
-    finally:
-        agent.stop()
+    yield from _running(ACLConsulAgent(node_name=f"locksmith-acl-{_worker()}"))
 
 
 @pytest.fixture
@@ -267,11 +268,4 @@ def consul_tls_agent() -> Iterator[TLSConsulAgent]:
     ``.client_key``; the server certificate names ``.server_name``, ``localhost`` and
     ``127.0.0.1``.
     """
-    try:
-        agent = TLSConsulAgent(node_name=f"locksmith-tls-{_worker()}").start()
-    except ConsulNotFoundError as exc:
-        _fail_not_found(exc)
-    try:
-        yield agent
-    finally:
-        agent.stop()
+    yield from _running(TLSConsulAgent(node_name=f"locksmith-tls-{_worker()}"))
