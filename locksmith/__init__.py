@@ -4,22 +4,14 @@ The public surface is re-exported here; everything in ``locksmith._*`` modules i
 """
 
 from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE, run_exclusive
-from locksmith._client import (
-    Consul,
-    KVEntry,
-    KVStore,
-    QueryMeta,
-    QueryResult,
-    ServiceCheck,
-    Session,
-    Sessions,
-)
+from locksmith._client import Consul
 from locksmith._clock import Clock, FakeClock, SystemClock
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
 from locksmith._config import ConnectionConfig
 from locksmith._core import LockState, LossReason, ManagerState
 from locksmith._durations import format_duration, parse_duration
 from locksmith._election import Election, LeaderInfo, LeadershipEvent
+from locksmith._endpoints import KVStore, Sessions
 from locksmith._exceptions import (
     ACLNotFound,
     BadRequest,
@@ -40,6 +32,7 @@ from locksmith._exceptions import (
     ValidationError,
 )
 from locksmith._manager import Lease, Lock, LockDelayEvent, LockManager, LossEvent
+from locksmith._models import KVEntry, QueryMeta, QueryResult, ServiceCheck, Session
 from locksmith._registration import Registration
 from locksmith._semaphore import Semaphore
 from locksmith._singleton import SingletonGuard
