@@ -9,6 +9,8 @@
 * TLS with CA file/dir, client certificate and server name; the context is built on first
   use, so constructing a transport does no I/O.
 * :meth:`Transport.interrupt` cuts short the request another thread waits in.
+* A connection is never reused in an unknown state: any exception during a request
+  (including ``KeyboardInterrupt``) drops it.
 * Foreign errors (``OSError``, ``ssl.SSLError``, ``http.client`` errors) become
   :class:`~locksmith.ConsulUnavailable` / :class:`~locksmith.TLSError` here, with messages
   that say what to check and never contain the token.
@@ -246,9 +248,14 @@ class Transport:
                 conn.request(method, target, body=data, headers=hdrs)
                 resp = conn.getresponse()
                 payload = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
+            except BaseException as exc:
+                # Whatever stopped the request (a network error, or KeyboardInterrupt, a
+                # signal handler's exception, SystemExit), the connection is mid-request:
+                # its next use would fail ("Request-sent") or read this request's answer.
                 interrupted = self._end()
                 self._drop(conn)
+                if not isinstance(exc, OSError | http.client.HTTPException):
+                    raise
                 if interrupted:
                     raise ConsulUnavailable(
                         f"request to Consul at {self.config.address} was interrupted",
