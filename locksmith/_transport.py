@@ -9,11 +9,12 @@
 * TLS with CA file/dir, client certificate and server name; the context is built on first
   use, so constructing a transport does no I/O.
 * :meth:`Transport.interrupt` cuts short the request another thread waits in.
-* A connection is never reused in an unknown state: any exception during a request
-  (including ``KeyboardInterrupt``) drops it.
 * Foreign errors (``OSError``, ``ssl.SSLError``, ``http.client`` errors) become
   :class:`~locksmith.ConsulUnavailable` / :class:`~locksmith.TLSError` here, with messages
   that say what to check and never contain the token.
+* A connection is never reused in an unknown state: any exception during a request
+  (including ``KeyboardInterrupt``) drops it, and a forked child forgets (without shutting
+  them down) the connections it inherited from its parent.
 
 This module does not import python-consul2; ``locksmith._adapter`` puts python-consul2's
 client object on top of a :class:`Transport`.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import re
 import socket
 import ssl
@@ -110,14 +112,28 @@ class _Reaper:
     """Lives in a thread's local storage: when the thread ends, its connection is closed."""
 
 
-def _reap(ref: weakref.ref[Transport], conn: http.client.HTTPConnection) -> None:
+def _reap(ref: weakref.ref[Transport], conn: http.client.HTTPConnection, pid: int) -> None:
     """Close the connection of a thread that ended (a finalizer of its :class:`_Reaper`)."""
+    if os.getpid() != pid:
+        return  # inherited by a forked child: the at-fork hook forgot it already
     transport = ref()
     if transport is None:
         conn.close()
     else:
         transport._forget(conn)
 
+
+#: Every transport of this process, for the at-fork hook.
+_LIVE: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child, forget every connection inherited from the parent."""
+    for transport in list(_LIVE):
+        transport._forget_inherited()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: Header values http.client accepts without complaint (printable text, tabs).
 _HEADER_SAFE = re.compile(r"[\t\x20-\x7e\x80-\uffff]*")
@@ -141,6 +157,7 @@ class Transport:
         self._interrupted: set[int] = set()
         self._closed = False
         self._tls: ssl.SSLContext | None = None  # built on first use: construction does no I/O
+        _LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"<Transport {self.config.url}>"
@@ -299,7 +316,7 @@ class Transport:
         self._local.conn = conn
         # Close it when this thread ends, not only at close().
         reaper = _Reaper()
-        weakref.finalize(reaper, _reap, weakref.ref(self), conn)
+        weakref.finalize(reaper, _reap, weakref.ref(self), conn, os.getpid())
         self._local.reaper = reaper
         return conn, False
 
@@ -333,6 +350,24 @@ class Transport:
         self._forget(conn)
         if self._local.conn is conn:
             self._local.conn = None
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: close the parent's connections' descriptors and forget them.
+
+        Only this process's descriptors are closed: no ``shutdown()``, which would end the
+        connection for the parent too. Another thread may have held the lock at the fork,
+        so every piece of shared state is replaced, not cleared under it.
+        """
+        conns = list(self._all)
+        self._lock = threading.Lock()
+        self._local = _Local()
+        self._all = set()
+        self._in_flight = {}
+        self._interrupted = set()
+        for conn in conns:
+            # HTTPConnection.close() only closes the descriptor (and the response's buffer).
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def _begin(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
