@@ -44,6 +44,7 @@ from locksmith._validate import (
     check_lock_delay,
     check_name,
     check_path_segment,
+    check_prefix,
     check_session_id,
     check_ttl,
     check_value,
@@ -460,10 +461,7 @@ class KVStore(_Api):
         dc: str | None = None,
     ) -> QueryResult[builtins.list[KVEntry]]:
         """Read every key under ``prefix`` ("" for all), with metadata; blocking with index."""
-        if not isinstance(prefix, str) or prefix.startswith("/"):
-            raise ValidationError(
-                "prefix", f"must be a string not starting with '/', got {prefix!r}"
-            )
+        prefix = check_prefix(prefix)
         params, timeout = self._read_params(index, wait, consistency, dc)
         params.append(("recurse", ""))
         resp = self._call(
@@ -564,11 +562,7 @@ class KVStore(_Api):
         self, key: str, *, cas: int | None = None, recurse: bool = False, dc: str | None = None
     ) -> bool:
         """Delete a key (or a whole prefix with ``recurse``); with ``cas``, conditionally."""
-        if recurse:
-            if not isinstance(key, str) or key.startswith("/"):
-                raise ValidationError("key", f"must be a prefix not starting with '/', got {key!r}")
-        else:
-            key = check_key(key)
+        key = check_prefix(key, "key") if recurse else check_key(key)
         params = self._dc_params(dc)
         if cas is not None:
             params.append(("cas", str(check_index(cas, "cas"))))

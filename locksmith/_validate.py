@@ -29,6 +29,7 @@ __all__ = [
     "check_lock_delay",
     "check_name",
     "check_path_segment",
+    "check_prefix",
     "check_session_id",
     "check_timeout",
     "check_ttl",
@@ -135,16 +136,47 @@ def check_checks(values: Iterable[str] | None, field: str) -> tuple[str, ...] | 
 
 
 def check_key(value: object, field: str = "key") -> str:
-    """Return a KV key: a non-empty string, no leading ``/``, no control characters."""
+    """Return a KV key that Consul's HTTP API can address.
+
+    A key is a non-empty string of at most 4096 UTF-8 bytes without control characters or
+    a leading ``/``, and without ``.`` or ``..`` segments or empty segments (``a//b``):
+    Consul's HTTP router redirects such paths (HTTP 301) instead of serving them. A trailing
+    ``/`` (``dir/``) is legal; dots inside a segment (``.a``, ``a.``, ``a..b``) are too.
+    """
     if not isinstance(value, str) or not value:
         raise ValidationError(field, f"must be a non-empty string, got {value!r}")
     if value.startswith("/"):
         raise ValidationError(field, f"{value!r} must not start with '/'")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValidationError(field, f"{value!r} contains control characters")
+    _check_path(value, field)
     if len(value.encode("utf-8")) > 4096:
         raise ValidationError(field, "is longer than 4096 bytes")
     return value
+
+
+def check_prefix(value: object, field: str = "prefix") -> str:
+    """Return a KV prefix (``""`` for every key), with the rules of :func:`check_key`."""
+    if not isinstance(value, str) or value.startswith("/"):
+        raise ValidationError(field, f"must be a string not starting with '/', got {value!r}")
+    if value:
+        _check_path(value, field)
+    return value
+
+
+def _check_path(value: str, field: str) -> None:
+    """Refuse control characters and the segments Consul's HTTP router redirects (301)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationError(field, f"{value!r} contains control characters")
+    segments = value.split("/")
+    if segments[-1] == "" and len(segments) > 1:
+        segments.pop()  # "dir/": a trailing slash is part of a legal key
+    for segment in segments:
+        if segment in {"", ".", ".."}:
+            shown = "an empty segment ('//')" if not segment else f"a {segment!r} segment"
+            raise ValidationError(
+                field,
+                f"{value!r} has {shown}: Consul's HTTP API redirects such paths (HTTP 301) "
+                "instead of serving the key",
+            )
 
 
 def check_value(value: object, field: str = "value") -> bytes:

@@ -89,6 +89,58 @@ def test_value_over_512_kib_is_rejected_before_sending(consul: Consul, prefix: s
     assert consul.kv.get(f"{prefix}/too-big") is None
 
 
+@pytest.mark.parametrize("tail", ["a//b", "a//", "./a", "a/.", "a/./b", "a/../b", "..", "."])
+def test_keys_the_http_router_redirects_are_refused(
+    consul_addr: str, consul: Consul, prefix: str, new_session: Callable[..., str], tail: str
+) -> None:
+    """Consul answers 301 for such paths; a txn would even write them (its keys are in the body)."""
+    key = f"{prefix}/{tail}"
+    sid = new_session()
+    with Consul(consul_addr) as fresh:
+        for call in (
+            lambda: fresh.kv.put(key, b"x"),
+            lambda: fresh.kv.get(key),
+            lambda: fresh.kv.delete(key),
+            lambda: fresh.kv.lock(key, b"x", sid),
+        ):
+            with pytest.raises(ValidationError, match="HTTP 301") as info:
+                call()
+            assert info.value.field == "key"
+            assert repr(key) in str(info.value)
+        assert fresh.open_connections == 0  # refused before any request
+    assert consul.kv.list(f"{prefix}/") == []
+
+
+@pytest.mark.parametrize("prefix_tail", ["a//", "a/./", "a/../"])
+def test_prefixes_the_http_router_redirects_are_refused(
+    consul_addr: str, prefix: str, prefix_tail: str
+) -> None:
+    with Consul(consul_addr) as fresh:
+        with pytest.raises(ValidationError, match="HTTP 301") as info:
+            fresh.kv.list(f"{prefix}/{prefix_tail}")
+        assert info.value.field == "prefix"
+        with pytest.raises(ValidationError, match="HTTP 301") as info:
+            fresh.kv.delete(f"{prefix}/{prefix_tail}", recurse=True)
+        assert info.value.field == "key"
+        assert fresh.open_connections == 0
+
+
+@pytest.mark.parametrize("tail", [".a", "a.", "a..b", "dir/", "a/.../b", "a/.b/c", "x/b./c"])
+def test_dots_inside_segments_and_a_trailing_slash_are_legal(
+    consul: Consul, prefix: str, new_session: Callable[..., str], tail: str
+) -> None:
+    key = f"{prefix}/{tail}"
+    assert consul.kv.put(key, b"x") is True
+    entry = consul.kv.get(key)
+    assert entry is not None
+    assert (entry.key, entry.value) == (key, b"x")
+    assert [e.key for e in consul.kv.list(f"{prefix}/")] == [key]
+    locked = consul.kv.lock(key, b"y", new_session())
+    assert locked is not None
+    assert locked.key == key
+    assert consul.kv.delete(key) is True
+
+
 def test_cas(consul: Consul, prefix: str) -> None:
     key = f"{prefix}/cas"
     assert consul.kv.put(key, b"1", cas=0) is True  # 0: only if it does not exist

@@ -20,6 +20,7 @@ from locksmith._validate import (
     check_lock_delay,
     check_name,
     check_path_segment,
+    check_prefix,
     check_session_id,
     check_ttl,
     check_value,
@@ -126,6 +127,38 @@ def test_key_rejected(value: Any) -> None:
         check_key(value)
 
 
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("a//b", "an empty segment"), ("a//", "an empty segment"), ("a/./b", "a '.' segment"),
+     (".", "a '.' segment"), ("./a", "a '.' segment"), ("a/.", "a '.' segment"),
+     ("a/../b", "a '..' segment"), ("..", "a '..' segment"), ("a/..", "a '..' segment"),
+     ("../a", "a '..' segment"), ("a/b/../", "a '..' segment")],
+)  # fmt: skip
+def test_key_with_a_segment_consul_redirects(value: str, why: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        check_key(value)
+    assert info.value.field == "key"
+    assert str(info.value).startswith(f"key: {value!r} has {why}")
+    assert "HTTP 301" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value", [".a", "a.", "a..b", "...", "a/.../b", "dir/", "a/b/", ".hidden/x", "a.b/c..d/e."]
+)
+def test_key_with_dots_inside_segments_is_legal(value: str) -> None:
+    assert check_key(value) == value
+
+
+def test_prefix() -> None:
+    for ok in ("", "a", "a/", "a/.b", "x."):
+        assert check_prefix(ok) == ok
+    for bad in ("/a", "a//", "a/./", "a/../", 5):
+        with pytest.raises(ValidationError, match=r"^prefix: "):
+            check_prefix(bad)
+    with pytest.raises(ValidationError, match=r"^key: "):
+        check_prefix("a//", "key")
+
+
 def test_value() -> None:
     assert check_value("é") == "é".encode()
     assert check_value(bytearray(b"ab")) == b"ab"
@@ -224,6 +257,11 @@ CLIENT_CASES: list[tuple[str, Callable[[Consul], object], str]] = [
     ("kv-delete-key", lambda c: c.kv.delete(""), "key"),
     ("kv-delete-prefix", lambda c: c.kv.delete("/x", recurse=True), "key"),
     ("kv-lock-big", lambda c: c.kv.lock("k", b"x" * (MAX_VALUE_BYTES + 1), SID), "value"),
+    ("kv-lock-dots", lambda c: c.kv.lock("a/../k", b"", SID), "key"),
+    ("kv-get-empty-segment", lambda c: c.kv.get("a//k"), "key"),
+    ("kv-put-dot-segment", lambda c: c.kv.put("a/./k"), "key"),
+    ("kv-list-dot-prefix", lambda c: c.kv.list("a/./"), "prefix"),
+    ("kv-delete-prefix-dots", lambda c: c.kv.delete("a/../", recurse=True), "key"),
     ("kv-lock-session", lambda c: c.kv.lock("k", b"", "nope"), "session_id"),
     ("kv-lock-flags", lambda c: c.kv.lock("k", b"", SID, flags=-5), "flags"),
 ]
