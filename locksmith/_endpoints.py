@@ -34,6 +34,7 @@ from locksmith._exceptions import (
 from locksmith._models import KVEntry, QueryMeta, QueryResult, ServiceCheck, Session, TxnOutcome
 from locksmith._transport import RawResponse, Transport, blocking_timeout
 from locksmith._validate import (
+    MAX_TXN_BODY_BYTES,
     Behavior,
     Consistency,
     check_behavior,
@@ -47,6 +48,7 @@ from locksmith._validate import (
     check_prefix,
     check_session_id,
     check_ttl,
+    check_txn_value,
     check_value,
     check_wait,
 )
@@ -586,14 +588,26 @@ class KVStore(_Api):
 
         Values in ``ops`` must already be base64 text. A rolled-back transaction is not an
         exception: it returns ``ok=False`` with Consul's error texts.
+
+        Raises:
+            ValidationError: The encoded transaction exceeds Consul's 512 KiB body limit
+                (:data:`MAX_TXN_BODY_BYTES`; values count base64-encoded), before any request.
         """
+        body = json.dumps(list(ops)).encode("ascii")
+        if len(body) > MAX_TXN_BODY_BYTES:
+            raise ValidationError(
+                "ops",
+                f"the transaction is {len(body)} bytes of JSON; Consul accepts at most "
+                f"{MAX_TXN_BODY_BYTES} (MAX_TXN_BODY_BYTES, txn_max_req_len; values count "
+                "base64-encoded, 4 bytes per 3)",
+            )
         resp = self._call(
             "PUT",
             "/v1/txn",
             operation=operation,
             resource=resource,
             params=self._dc_params(dc),
-            body=json.dumps(list(ops)),
+            body=body,
             timeout=timeout,
             ok=(200, 409),
         )
@@ -645,7 +659,8 @@ class KVStore(_Api):
 
         Args:
             key: The key.
-            value: The value to write (at most 512 KiB).
+            value: The value to write; at most :data:`MAX_TXN_VALUE_BYTES` (383901) bytes,
+                less than a plain PUT takes: in a transaction it travels base64-encoded.
             session_id: The session that takes the lock.
             flags: Unsigned 64-bit flags to store with the value.
             timeout: Seconds allowed for this request.
@@ -659,7 +674,7 @@ class KVStore(_Api):
             SessionNotFound: The session is gone.
         """
         key = check_key(key)
-        data = check_value(value)
+        data = check_txn_value(value)
         op = {
             "KV": {
                 "Verb": "lock",

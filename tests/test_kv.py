@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 
 from locksmith._client import Consul, KVEntry
 from locksmith._exceptions import ProtocolError, SessionNotFound, ValidationError
-from locksmith._validate import MAX_VALUE_BYTES
+from locksmith._validate import MAX_TXN_BODY_BYTES, MAX_TXN_VALUE_BYTES, MAX_VALUE_BYTES
 
 WOKEN_WITHIN = 30.0
 CONSUL_LOCK_FLAGS = 0x2DDCCBC058A50C18
@@ -139,6 +141,81 @@ def test_dots_inside_segments_and_a_trailing_slash_are_legal(
     assert locked is not None
     assert locked.key == key
     assert consul.kv.delete(key) is True
+
+
+def _longest_key() -> str:
+    """A unique legal key that takes the most room in a txn body: 4096 UTF-8 bytes, all of
+    2-byte characters, each escaped to 6 bytes (``\\u0101``) by JSON: 12288 bytes."""
+    unique_part = "".join(chr(0x100 + int(h, 16)) for h in uuid.uuid4().hex)
+    key = unique_part + "\u00e9" * (2048 - len(unique_part))
+    assert len(key.encode()) == 4096
+    assert len(json.dumps(key)) == 12288 + 2
+    return key
+
+
+def test_lock_value_limit_holds_for_the_longest_key(
+    consul_addr: str, consul: Consul, new_session: Callable[..., str]
+) -> None:
+    """MAX_TXN_VALUE_BYTES fits with the worst key and flags; one byte more is refused."""
+    key = _longest_key()
+    sid = new_session(lock_delay=0)
+    data = bytes(range(256)) * (MAX_TXN_VALUE_BYTES // 256) + b"z" * (MAX_TXN_VALUE_BYTES % 256)
+    assert len(data) == MAX_TXN_VALUE_BYTES
+    try:
+        locked = consul.kv.lock(key, data, sid, flags=2**64 - 1)
+        assert locked is not None
+        stored = consul.kv.get(key)
+        assert stored is not None
+        assert stored.value == data
+        assert stored.session == sid
+    finally:
+        consul.kv.delete(key)
+    with Consul(consul_addr) as fresh:
+        with pytest.raises(ValidationError, match=f"at most {MAX_TXN_VALUE_BYTES} bytes") as info:
+            fresh.kv.lock(key, data + b"z", sid, flags=2**64 - 1)
+        assert info.value.field == "value"
+        assert fresh.open_connections == 0  # refused before any request
+    assert consul.kv.get(key) is None
+
+
+def test_lock_value_over_the_txn_limit_is_refused_before_sending(
+    consul_addr: str, consul: Consul, prefix: str, new_session: Callable[..., str]
+) -> None:
+    """A value a plain PUT takes but a txn cannot: refused, not sent to fail with a 413."""
+    key = f"{prefix}/big-lock"
+    sid = new_session()
+    big = b"v" * (MAX_TXN_VALUE_BYTES + 1)
+    assert consul.kv.put(f"{prefix}/plain", big) is True  # fine outside a transaction
+    with Consul(consul_addr) as fresh:
+        with pytest.raises(ValidationError, match="MAX_TXN_VALUE_BYTES") as info:
+            fresh.kv.lock(key, big, sid)
+        assert info.value.field == "value"
+        assert fresh.open_connections == 0
+    assert consul.kv.get(key) is None
+
+
+def test_txn_body_limit_is_consuls(consul_addr: str, consul: Consul, prefix: str) -> None:
+    """A txn body of exactly MAX_TXN_BODY_BYTES is accepted; one byte more is refused here."""
+    empty = len(json.dumps([{"KV": {"Verb": "set", "Key": "", "Value": ""}}]))
+    encoded = 4 * ((MAX_TXN_BODY_BYTES - empty - len(prefix) - 100) // 4)
+    value = base64.b64encode(b"w" * (encoded // 4 * 3)).decode()
+    assert len(value) == encoded
+    key = f"{prefix}/" + "k" * (MAX_TXN_BODY_BYTES - empty - encoded - len(prefix) - 1)
+
+    def ops(k: str) -> list[dict[str, Any]]:
+        return [{"KV": {"Verb": "set", "Key": k, "Value": value}}]
+
+    assert len(json.dumps(ops(key))) == MAX_TXN_BODY_BYTES
+    assert consul.kv.txn(ops(key)).ok is True
+    stored = consul.kv.get(key)
+    assert stored is not None
+    assert len(stored.value) == encoded // 4 * 3
+    with Consul(consul_addr) as fresh:
+        with pytest.raises(ValidationError, match=f"at most {MAX_TXN_BODY_BYTES}") as info:
+            fresh.kv.txn(ops(key + "k"))
+        assert info.value.field == "ops"
+        assert fresh.open_connections == 0
+    assert consul.kv.get(key + "k") is None
 
 
 def test_cas(consul: Consul, prefix: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 from locksmith._client import Consul, ServiceCheck
 from locksmith._exceptions import ConfigurationError, LocksmithError, ValidationError
 from locksmith._validate import (
+    MAX_TXN_BODY_BYTES,
+    MAX_TXN_VALUE_BYTES,
     MAX_VALUE_BYTES,
     check_behavior,
     check_checks,
@@ -23,6 +26,7 @@ from locksmith._validate import (
     check_prefix,
     check_session_id,
     check_ttl,
+    check_txn_value,
     check_value,
     check_wait,
 )
@@ -159,6 +163,34 @@ def test_prefix() -> None:
         check_prefix("a//", "key")
 
 
+def test_txn_value_limit() -> None:
+    assert len(check_txn_value(b"x" * MAX_TXN_VALUE_BYTES)) == MAX_TXN_VALUE_BYTES
+    assert check_txn_value("é") == "é".encode()
+    with pytest.raises(
+        ValidationError,
+        match=rf"value: is {MAX_TXN_VALUE_BYTES + 1} bytes; .*at most {MAX_TXN_VALUE_BYTES} bytes",
+    ):
+        check_txn_value(b"x" * (MAX_TXN_VALUE_BYTES + 1))
+    with pytest.raises(ValidationError, match="value: must be bytes or str"):
+        check_txn_value(12)
+
+
+def test_txn_value_limit_is_what_the_longest_lock_op_leaves() -> None:
+    """The constant follows from the body limit and kv.lock's encoding of its worst case."""
+    op = {
+        "KV": {
+            "Verb": "lock",
+            "Key": "é" * 2048,  # 4096 UTF-8 bytes, 6 bytes of JSON each
+            "Value": "",
+            "Flags": 2**64 - 1,
+            "Session": SID,
+        }
+    }
+    overhead = len(json.dumps([op]))
+    assert MAX_TXN_BODY_BYTES == 512 * 1024
+    assert (MAX_TXN_BODY_BYTES - overhead) // 4 * 3 == MAX_TXN_VALUE_BYTES
+
+
 def test_value() -> None:
     assert check_value("é") == "é".encode()
     assert check_value(bytearray(b"ab")) == b"ab"
@@ -257,11 +289,19 @@ CLIENT_CASES: list[tuple[str, Callable[[Consul], object], str]] = [
     ("kv-delete-key", lambda c: c.kv.delete(""), "key"),
     ("kv-delete-prefix", lambda c: c.kv.delete("/x", recurse=True), "key"),
     ("kv-lock-big", lambda c: c.kv.lock("k", b"x" * (MAX_VALUE_BYTES + 1), SID), "value"),
+    ("kv-lock-txn-big", lambda c: c.kv.lock("k", b"x" * (MAX_TXN_VALUE_BYTES + 1), SID), "value"),
     ("kv-lock-dots", lambda c: c.kv.lock("a/../k", b"", SID), "key"),
     ("kv-get-empty-segment", lambda c: c.kv.get("a//k"), "key"),
     ("kv-put-dot-segment", lambda c: c.kv.put("a/./k"), "key"),
     ("kv-list-dot-prefix", lambda c: c.kv.list("a/./"), "prefix"),
     ("kv-delete-prefix-dots", lambda c: c.kv.delete("a/../", recurse=True), "key"),
+    (
+        "kv-txn-too-big",
+        lambda c: c.kv.txn(
+            [{"KV": {"Verb": "set", "Key": "k", "Value": "A" * MAX_TXN_BODY_BYTES}}]
+        ),
+        "ops",
+    ),
     ("kv-lock-session", lambda c: c.kv.lock("k", b"", "nope"), "session_id"),
     ("kv-lock-flags", lambda c: c.kv.lock("k", b"", SID, flags=-5), "flags"),
 ]
