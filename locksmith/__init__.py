@@ -8,7 +8,6 @@ from locksmith._client import Consul
 from locksmith._clock import Clock, FakeClock, SystemClock
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
 from locksmith._config import ConnectionConfig
-from locksmith._core import LockState, LossReason, ManagerState
 from locksmith._durations import format_duration, parse_duration
 from locksmith._election import Election, LeaderInfo, LeadershipEvent
 from locksmith._endpoints import KVStore, Sessions
@@ -31,11 +30,14 @@ from locksmith._exceptions import (
     TLSError,
     ValidationError,
 )
-from locksmith._manager import Lease, Lock, LockDelayEvent, LockManager, LossEvent
+from locksmith._lease import Lease, LockDelayEvent, LossEvent
+from locksmith._lock import Lock
+from locksmith._manager import LockManager
 from locksmith._models import KVEntry, QueryMeta, QueryResult, ServiceCheck, Session
 from locksmith._registration import Registration
 from locksmith._semaphore import Semaphore
 from locksmith._singleton import SingletonGuard
+from locksmith._states import LockState, LossReason, ManagerState
 
 __version__ = "0.1.0"
 

@@ -3,30 +3,36 @@
 The child starts only after the guard is acquired, in its own process group, with
 ``LOCKSMITH_KEY``, ``LOCKSMITH_SESSION``, ``LOCKSMITH_FENCING_TOKEN`` and
 ``CONSUL_LOCK_HELD=true`` in its environment. If the lock is lost (or presumed lost at the
-lease deadline), the whole group gets SIGTERM, then SIGKILL after ``grace`` seconds. Signals
+lease deadline), the whole group gets SIGTERM, then SIGKILL after ``grace`` seconds: the loss
+reaches the supervisor directly (the lease's end signal), never behind callbacks. Signals
 sent to this process are forwarded to the child. On a normal exit the lock is released and
 the child's exit status returned.
+
+If the supervisor itself dies (SIGKILL, OOM), its lock goes at the lease deadline, so the
+child must not outlive it: on Linux the child is started with ``PR_SET_PDEATHSIG`` (it gets
+SIGKILL when the supervisor dies). Commands that start children of their own should end
+them on SIGTERM/SIGKILL of their parent; the process group is not killed by the kernel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import structlog
 
-from locksmith._core import LockState
 from locksmith._exceptions import LockTimeout, ValidationError
+from locksmith._lease import Lease, LossEvent
 from locksmith._validate import check_callback, check_timeout
-
-if TYPE_CHECKING:
-    from locksmith._manager import Lease, LossEvent
 
 __all__ = [
     "EXIT_LOCK_LOST",
@@ -36,7 +42,7 @@ __all__ = [
     "run_exclusive",
 ]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("locksmith.child")
 
 #: Bad command line (sysexits EX_USAGE).
 EXIT_USAGE = 64
@@ -45,8 +51,10 @@ EXIT_NOT_ACQUIRED = 75
 #: The lock was lost while the child ran; the child was terminated.
 EXIT_LOCK_LOST = 76
 
-#: Seconds between checks of the guard while the child runs (besides loss callbacks).
+#: Seconds between checks of the guard while the child runs (besides its end signal).
 _POLL = 0.5
+#: Linux prctl option: signal the child when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -65,6 +73,8 @@ class Guard(Protocol):
     def release(self) -> bool: ...
 
     def on_lost(self, callback: Callable[[LossEvent], object]) -> Callable[[LossEvent], object]: ...
+
+    def ended(self, lease: Lease | None = None) -> threading.Event: ...
 
 
 def run_exclusive(
@@ -99,18 +109,13 @@ def run_exclusive(
         ValidationError: A bad argument (before the lock is acquired).
     """
     _check_arguments(guard, argv, grace, env, timeout, on_started)
-    lost = threading.Event()
-    wake = threading.Event()
-
-    def on_lost(event: LossEvent) -> None:
-        log.warning("child.lock_lost", key=event.key, reason=event.reason.value)
-        lost.set()
-        wake.set()
-
-    guard.on_lost(on_lost)
+    guard.on_lost(
+        lambda event: log.warning("child.lock_lost", key=event.key, reason=event.reason.value)
+    )
     lease = guard.acquire(timeout=timeout)
     if lease is None:  # pragma: no cover - blocking acquire returns a lease or raises
         raise LockTimeout(f"could not acquire {guard.key!r}")
+    ended = guard.ended(lease)
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env.update(
@@ -122,7 +127,7 @@ def run_exclusive(
         }
     )
     cmd: list[str] = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
-    if lost.is_set() or not guard.held:
+    if ended.is_set() or not guard.held:
         log.warning("child.not_started_lock_lost", key=guard.key)
         _release_quietly(guard)
         return EXIT_LOCK_LOST
@@ -132,6 +137,7 @@ def run_exclusive(
             env=child_env,
             stdin=None if pass_stdin else subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - one prctl, no locks taken
         )
     except OSError:
         guard.release()
@@ -140,33 +146,63 @@ def run_exclusive(
     if on_started is not None:
         on_started(lease, proc.pid)
     restore = _forward_signals(proc)
+    wake = threading.Event()
 
     def wait_child() -> None:
         proc.wait()
         wake.set()
 
-    waiter = threading.Thread(target=wait_child, daemon=True)
-    waiter.start()
+    def wait_end() -> None:
+        ended.wait()
+        wake.set()
+
+    threading.Thread(target=wait_child, daemon=True, name="locksmith-child-wait").start()
+    threading.Thread(target=wait_end, daemon=True, name="locksmith-lease-wait").start()
+    lost = False
     try:
         while proc.poll() is None:
-            # The loss callback wakes us; the poll also catches a lease deadline passing
-            # while no thread of the manager could run (e.g. this process was stopped).
+            # The lease's end signal wakes us at once; the poll also catches a lease
+            # deadline passing while no thread of the manager could run (a stopped process).
             wake.wait(_POLL)
-            wake.clear()
-            if not guard.held:
-                lost.set()
-            if lost.is_set() and proc.poll() is None:
-                _terminate_group(proc, grace)
+            if ended.is_set() or not guard.held:
+                lost = True
+                if proc.poll() is None:
+                    _terminate_group(proc, grace)
         status = proc.returncode
     finally:
         restore()
-    if lost.is_set() or not guard.held:
+    if lost or ended.is_set() or not guard.held:
         log.warning("child.stopped_lock_lost", key=guard.key, pid=proc.pid, status=status)
         _release_quietly(guard)
         return EXIT_LOCK_LOST
     guard.release()
     log.info("child.exited", key=guard.key, pid=proc.pid, status=status)
     return status if status >= 0 else 128 - status
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel SIGKILL the child when this process dies.
+
+    Linux only (``PR_SET_PDEATHSIG``); elsewhere None. The function is resolved here, before
+    the fork, so that the child only makes one system call (no import, no lookup). If this
+    process died before the call took effect, the child exits at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):  # pragma: no cover - no usable libc
+        return None
+    parent = os.getpid()
+    kill = int(signal.SIGKILL)
+
+    def set_pdeathsig() -> None:
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(EXIT_LOCK_LOST)
+
+    return set_pdeathsig
 
 
 def _check_arguments(  # noqa: PLR0917 - mirrors run_exclusive's arguments
@@ -178,7 +214,7 @@ def _check_arguments(  # noqa: PLR0917 - mirrors run_exclusive's arguments
     on_started: object,
 ) -> None:
     """Validate run_exclusive's arguments before anything is acquired or started."""
-    for attr in ("key", "held", "acquire", "release", "on_lost"):
+    for attr in ("key", "held", "acquire", "release", "on_lost", "ended"):
         if not hasattr(guard, attr):
             raise ValidationError(
                 "guard", f"must be a Lock or a Semaphore, got {type(guard).__name__}"
@@ -222,12 +258,10 @@ def _terminate_group(proc: subprocess.Popen[bytes], grace: float) -> None:
 
 
 def _release_quietly(guard: Guard) -> None:
-    state = getattr(guard, "state", None)
-    if state in (LockState.HELD, LockState.LOST) or state is None:
-        try:
-            guard.release()
-        except Exception as exc:  # noqa: BLE001 - best effort after a loss
-            log.info("child.release_after_loss_failed", key=guard.key, error=str(exc))
+    try:
+        guard.release()
+    except Exception as exc:  # noqa: BLE001 - best effort after a loss
+        log.info("child.release_after_loss_failed", key=guard.key, error=str(exc))
 
 
 def _forward_signals(proc: subprocess.Popen[bytes]) -> Callable[[], None]:

@@ -1,105 +1,44 @@
-"""The pure core of the lock manager: lease deadlines, lifecycle states, lock-delay windows.
+"""Pure decision helpers of the lock state machine: lease deadlines, waits, watch plans.
 
-Nothing here does I/O, reads a clock or starts a thread. Every function takes ``now``
-(monotonic seconds) and returns a decision; ``_manager`` carries decisions out. This is
-what the unit tests drive with a fake clock.
+Nothing here does I/O, reads a clock, starts a thread or draws randomness of its own: each
+function takes ``now`` (seconds on the manager's clock) and returns a decision.
+:mod:`locksmith._machine` holds the state and calls these.
 
-Lease deadline rule (see ``docs/concepts.md``): the server invalidates an unrenewed session
-no earlier than TTL after its last renewal (in practice 2xTTL), so a client that measures
-TTL from the *start* of its last successful renew request can never believe it holds a lock
-the server has already given away.
+Lease deadline rule (see ``docs/concepts/lease-deadline.md``): the server invalidates an
+unrenewed session no earlier than TTL after its last renewal (in practice 2xTTL), so a
+client that measures TTL from the *start* of its last successful renew request can never
+believe it holds a lock the server has already given away.
 """
 
 from __future__ import annotations
 
-import enum
-import os
+import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from locksmith._backoff import Backoff
 from locksmith._exceptions import ValidationError
+from locksmith._states import LossReason
 
 __all__ = [
+    "MAX_BLOCKING_WAIT",
+    "MAX_LOCK_DELAY",
+    "WINDOW_SLACK",
     "AcquirePlanner",
-    "Attempt",
     "DelayHint",
     "GiveUp",
-    "InvalidTransition",
     "LeaseTimer",
-    "LockState",
-    "LossReason",
-    "ManagerState",
     "PresumeLost",
     "RenewAt",
     "SleepUntil",
     "WatchKey",
-    "check_transition",
+    "WatchTarget",
     "classify_loss",
+    "key_directory",
+    "plan_watches",
     "session_node_checks",
     "settle_reason",
-    "watch_prefix",
 ]
-
-
-class LossReason(enum.Enum):
-    """Why a lease ended without its owner releasing it."""
-
-    #: The session is gone on the server: destroyed, TTL expired, or a bound check went critical.
-    SESSION_INVALIDATED = "session_invalidated"
-    #: No renewal succeeded within TTL; the lease is presumed lost (Consul may be unreachable,
-    #: or the process was paused).
-    LEASE_EXPIRED = "lease_expired"
-    #: Someone else released the key (``?release=`` with our session ID).
-    RELEASED_BY_OTHER = "released_by_other"
-    #: The key was deleted.
-    KEY_DELETED = "key_deleted"
-    #: The key now carries another session.
-    KEY_TAKEN = "key_taken"
-
-
-class LockState(enum.Enum):
-    """The lifecycle of one :class:`~locksmith.Lock`."""
-
-    UNLOCKED = "unlocked"
-    ACQUIRING = "acquiring"
-    HELD = "held"
-    RELEASING = "releasing"
-    LOST = "lost"
-
-
-class ManagerState(enum.Enum):
-    """The lifecycle of a :class:`~locksmith.LockManager`."""
-
-    NEW = "new"
-    RUNNING = "running"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-class InvalidTransition(RuntimeError):  # noqa: N818 - public name
-    """A state machine was asked for a transition it does not allow (a locksmith bug)."""
-
-
-_LOCK_TRANSITIONS: dict[LockState, frozenset[LockState]] = {
-    LockState.UNLOCKED: frozenset({LockState.ACQUIRING}),
-    LockState.ACQUIRING: frozenset({LockState.HELD, LockState.UNLOCKED}),
-    LockState.HELD: frozenset({LockState.RELEASING, LockState.LOST}),
-    LockState.RELEASING: frozenset({LockState.UNLOCKED}),
-    LockState.LOST: frozenset({LockState.ACQUIRING, LockState.UNLOCKED}),
-}
-_MANAGER_TRANSITIONS: dict[ManagerState, frozenset[ManagerState]] = {
-    ManagerState.NEW: frozenset({ManagerState.RUNNING, ManagerState.CLOSING}),
-    ManagerState.RUNNING: frozenset({ManagerState.CLOSING}),
-    ManagerState.CLOSING: frozenset({ManagerState.CLOSED}),
-    ManagerState.CLOSED: frozenset(),
-}
-
-
-def check_transition(current: LockState | ManagerState, new: LockState | ManagerState) -> None:
-    """Raise :class:`InvalidTransition` unless ``current -> new`` is allowed."""
-    table: dict[object, frozenset[object]]
-    table = _LOCK_TRANSITIONS if isinstance(current, LockState) else _MANAGER_TRANSITIONS  # type: ignore[assignment]
-    if new not in table[current]:
-        raise InvalidTransition(f"{type(current).__name__}: {current.value} -> {new.value}")
 
 
 # --------------------------------------------------------------------------- lease deadline
@@ -190,11 +129,6 @@ class DelayHint:
 
 
 @dataclass(frozen=True)
-class Attempt:
-    """Try to acquire now."""
-
-
-@dataclass(frozen=True)
 class WatchKey:
     """Block on the key (a blocking query from ``index``) until it changes or ``wait`` ends."""
 
@@ -230,15 +164,13 @@ class AcquirePlanner:
     """Decides, after each failed acquire attempt, what to do next: one deadline per call.
 
     Args:
-        deadline: Monotonic instant when the acquire call gives up (None: never).
-        backoff_start: First retry interval when a lock-delay window's end is unknown.
-        backoff_cap: Largest such interval.
+        deadline: Instant when the acquire call gives up (None: never).
+        backoff: The retry policy used while a lock-delay window's end is unknown.
     """
 
     deadline: float | None
-    backoff_start: float = 0.05
-    backoff_cap: float = 5.0
-    _backoff: float = field(default=0.0, init=False)
+    backoff: Backoff = field(default_factory=lambda: Backoff(start=0.05, cap=5.0))
+    _tries: int = field(default=0, init=False)
     _unknown_since: float | None = field(default=None, init=False)
 
     def remaining(self, now: float) -> float:
@@ -256,7 +188,7 @@ class AcquirePlanner:
         """Plan the next step after an acquire attempt failed.
 
         Args:
-            now: Monotonic time.
+            now: The clock's time.
             holder: The session holding the key now, or None if the key is free or missing.
             index: X-Consul-Index of the read that saw ``holder``.
             hint: What is known of a lock-delay window on the key.
@@ -265,7 +197,7 @@ class AcquirePlanner:
         if left <= 0:
             return GiveUp()
         if holder is not None:
-            self._backoff, self._unknown_since = 0.0, None
+            self._tries, self._unknown_since = 0, None
             return WatchKey(index=index, wait=min(left, MAX_BLOCKING_WAIT))
         # The key is free but the acquire failed: a lock-delay window is in force.
         end = hint.until if hint is not None else None
@@ -275,12 +207,8 @@ class AcquirePlanner:
         # 60 s, so no sleep is planned past 60 s after the window could have started.
         if self._unknown_since is None:
             self._unknown_since = hint.since if hint is not None else now
-        self._backoff = (
-            self.backoff_start if self._backoff == 0 else min(self._backoff * 2, self.backoff_cap)
-        )
-        # Spread retries of many waiters by +-20% (os.urandom: no shared RNG state).
-        jitter = 0.8 + 0.4 * (int.from_bytes(os.urandom(2), "big") / 65535)
-        until = now + self._backoff * jitter
+        self._tries += 1
+        until = now + self.backoff.delay(self._tries)
         latest = self._unknown_since + MAX_LOCK_DELAY + WINDOW_SLACK
         if latest > now:
             until = min(until, latest)
@@ -322,17 +250,148 @@ def settle_reason(observed: LossReason, lease_valid: bool) -> LossReason:
     return observed if lease_valid else LossReason.LEASE_EXPIRED
 
 
-def watch_prefix(keys: list[str] | set[str] | frozenset[str]) -> str:
-    """The prefix one recursive blocking query watches ``keys`` with.
+@dataclass(frozen=True, order=True)
+class WatchTarget:
+    """What one blocking query follows: a single key, or every key under a prefix.
 
-    Their longest common prefix, cut back to its last ``/`` when it has one: siblings
-    acquired later (``jobs/a`` then ``jobs/b``) then fall under the same watch.
+    Attributes:
+        path: The key, or the prefix (a directory ending in ``/``, or a string prefix).
+        prefix: Whether ``path`` is read recursively.
     """
-    if not keys:
-        return ""
-    common = os.path.commonprefix(sorted(keys))  # noqa: RUF071 - KV prefixes are strings
-    slash = common.rfind("/")
-    return common[: slash + 1] if slash >= 0 else common
+
+    path: str
+    prefix: bool = False
+
+    def covers(self, key: str) -> bool:
+        """Whether a change of ``key`` shows in this query's answer."""
+        return key.startswith(self.path) if self.prefix else key == self.path
+
+
+def key_directory(key: str) -> str:
+    """The directory of ``key``: everything up to its last ``/`` ("" for a top-level key)."""
+    slash = key.rfind("/")
+    return key[: slash + 1] if slash >= 0 else ""
+
+
+def _common_string(a: str, b: str) -> str:
+    """The longest common prefix of two strings."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def _common_dir(a: str, b: str) -> str:
+    """The longest common prefix of ``a`` and ``b`` that ends at a ``/`` ("" if none)."""
+    return key_directory(_common_string(a, b))
+
+
+def plan_watches(keys: Iterable[str], budget: int) -> list[WatchTarget]:
+    """Choose the blocking queries that follow ``keys`` with at most ``budget`` of them.
+
+    Every query costs a connection (HTTP/1.1 carries one blocking query at a time), and a
+    recursive query wakes, and downloads its whole listing, on every write under its prefix.
+    The plan balances the two:
+
+    * a key alone in its directory is followed by itself: writes to any other key, its
+      siblings included, cost it nothing;
+    * keys sharing a directory share one recursive query on that directory: only writes under
+      that directory wake it;
+    * while there are more queries than ``budget``, the two whose directories have the
+      longest common parent directory are merged, then (for top-level keys) the two with the
+      longest common string prefix. A query never covers the whole KV store: keys with
+      nothing in common stay apart even past the budget.
+
+    Args:
+        keys: The keys to follow (held keys and keys that acquires wait for).
+        budget: The number of queries wanted at most (>= 1).
+
+    Returns:
+        The targets, sorted.
+    """
+    by_dir: dict[str, set[str]] = {}
+    for key in keys:
+        d = key_directory(key)
+        # A top-level key has no directory to share: it is its own group.
+        by_dir.setdefault(d if d else key, set()).add(key)
+    targets: set[WatchTarget] = set()
+    for d, members in by_dir.items():
+        if len(members) == 1:
+            targets.add(WatchTarget(next(iter(members))))
+        else:
+            targets.add(WatchTarget(d, prefix=True))
+    return _merge_to_budget(sorted(targets), max(1, budget))
+
+
+def _merge_rank(a: WatchTarget, b: WatchTarget) -> tuple[int, int, WatchTarget] | None:
+    """How good merging neighbours ``a`` and ``b`` is (higher first), and the merged target."""
+    d = _common_dir(a.path, b.path)
+    if d:
+        return 1, len(d), WatchTarget(d, prefix=True)
+    s = _common_string(a.path, b.path)
+    if s:
+        return 0, len(s), WatchTarget(s, prefix=True)
+    return None  # only the whole KV store would cover both: never
+
+
+def _merge_to_budget(targets: list[WatchTarget], budget: int) -> list[WatchTarget]:
+    """Merge sorted neighbours, best first, until at most ``budget`` remain (O(n log n)).
+
+    Sorted by path, the targets sharing the deepest prefix are neighbours, and a merged
+    target takes their place in the order, so only neighbour pairs need ranking. A heap of
+    candidate merges with lazy invalidation (a version per slot) picks the best each round.
+    """
+    n = len(targets)
+    if n <= budget:
+        return targets
+    items: list[WatchTarget | None] = list(targets)
+    prev = list(range(-1, n - 1))
+    nxt = [*range(1, n), -1]
+    version = [0] * n
+    heap: list[tuple[int, int, int, int, int, int, WatchTarget]] = []
+
+    def push(i: int) -> None:
+        j = nxt[i]
+        if j < 0:
+            return
+        a, b = items[i], items[j]
+        assert a is not None and b is not None
+        ranked = _merge_rank(a, b)
+        if ranked is not None:
+            rank, depth, merged = ranked
+            heapq.heappush(heap, (-rank, -depth, i, j, version[i], version[j], merged))
+
+    for i in range(n - 1):
+        push(i)
+    count = n
+    while count > budget and heap:
+        _, _, i, j, vi, vj, merged = heapq.heappop(heap)
+        if items[i] is None or items[j] is None or version[i] != vi or version[j] != vj:
+            continue
+        # i absorbs j; then drop the neighbours the merged prefix now covers.
+        items[i], items[j] = merged, None
+        version[i] += 1
+        nxt[i] = nxt[j]
+        if nxt[j] >= 0:
+            prev[nxt[j]] = i
+        count -= 1
+        for side in (nxt, prev):
+            k = side[i]
+            while k >= 0 and (t := items[k]) is not None and merged.covers(t.path):
+                items[k] = None
+                count -= 1
+                nn, pp = nxt[k], prev[k]
+                if pp >= 0:
+                    nxt[pp] = nn
+                if nn >= 0:
+                    prev[nn] = pp
+                k = side[i]
+        push(i)
+        if prev[i] >= 0:
+            push(prev[i])
+    return sorted(t for t in items if t is not None)
 
 
 def session_node_checks(

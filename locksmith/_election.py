@@ -11,21 +11,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import structlog
 
-from locksmith._client import KVEntry, next_index
-from locksmith._core import LockState, LossReason
-from locksmith._exceptions import ConsulUnavailable, LockLost, LocksmithError
-from locksmith._validate import check_callback, check_timeout, check_value
-
-if TYPE_CHECKING:
-    from locksmith._manager import Lease, Lock, LockManager, LossEvent
+from locksmith._exceptions import LockLost
+from locksmith._follow import follow
+from locksmith._lease import Lease, LossEvent
+from locksmith._lock import Lock
+from locksmith._models import KVEntry
+from locksmith._ports import ManagerPort
+from locksmith._states import LockState, LossReason, ManagerState
+from locksmith._validate import check_callback, check_timeout, check_txn_value
 
 __all__ = ["Election", "LeaderInfo", "LeadershipEvent"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("locksmith.election")
 
 R = TypeVar("R")
 
@@ -75,7 +76,7 @@ class LeadershipEvent:
 class Election:
     """A leader election on one key. Made by :meth:`LockManager.election`."""
 
-    def __init__(self, manager: LockManager, key: str, value: bytes | str = b"") -> None:
+    def __init__(self, manager: ManagerPort, key: str, value: bytes | str = b"") -> None:
         self._mgr = manager
         self._lock: Lock = manager.lock(key, value)
         self.key = self._lock.key
@@ -119,7 +120,7 @@ class Election:
             session_id=lease.session_id,
             fencing_token=lease.fencing_token,
         )
-        self._mgr._emit(self._elected_cbs, LeadershipEvent(self.key, lease))
+        self._mgr.dispatch(list(self._elected_cbs), LeadershipEvent(self.key, lease))
         return lease
 
     def resign(self) -> bool:
@@ -131,12 +132,12 @@ class Election:
         lease = self._lock.lease
         if lease is None:
             if self._lock.state is LockState.LOST:
-                self._lock.release()
+                self._lock.release()  # acknowledge the loss
             return False
-        released = self._lock.release()
+        released = self._lock.release(lease)
         if released:
             log.info("election.resigned", key=self.key, session_id=lease.session_id)
-            self._mgr._emit(self._deposed_cbs, LeadershipEvent(self.key, lease, None))
+            self._mgr.dispatch(list(self._deposed_cbs), LeadershipEvent(self.key, lease, None))
         return released
 
     def proclaim(self, value: bytes | str) -> None:
@@ -145,21 +146,12 @@ class Election:
         Raises:
             LockLost: Not leading (anymore).
         """
-        data = check_value(value)
-        lease = self._lock.lease
-        if lease is None:
-            raise LockLost(f"cannot proclaim on {self.key!r}: not the leader")
-        ok = self._mgr.consul.kv.put(
-            self.key, data, acquire=lease.session_id, flags=self._lock.flags
-        )
-        if not ok:
-            raise LockLost(f"cannot proclaim on {self.key!r}: leadership was lost")
-        self._lock.value = data
+        self._lock.rewrite(check_txn_value(value))
 
     def _lost(self, event: LossEvent) -> None:
         log.warning("election.deposed", key=self.key, reason=event.reason.value)
         for cb in list(self._deposed_cbs):
-            # Already on the dispatcher thread: call directly, guarding each callback.
+            # Already on the callback thread: call directly, guarding each callback.
             try:
                 cb(LeadershipEvent(self.key, event.lease, event.reason))
             except Exception:
@@ -183,54 +175,44 @@ class Election:
 
     def run(
         self,
-        fn: Callable[[threading.Event], R],
+        fn: Callable[[Lease, threading.Event], R],
         *,
         rejoin: bool = True,
         timeout: float | None = None,
     ) -> R:
-        """Campaign, then run ``fn(cancel)`` while leading.
+        """Campaign, then run ``fn(lease, cancel)`` while leading.
 
-        ``cancel`` is set as soon as leadership is lost; ``fn`` should return promptly then.
-        With ``rejoin`` the candidate campaigns again after a loss and calls ``fn`` again;
-        when ``fn`` returns without a loss, leadership is resigned and its result returned.
+        ``cancel`` is set the moment leadership ends (a loss noticed, or the lease deadline
+        passing while Consul cannot be reached), directly by the thread that learns it,
+        never behind other callbacks; ``fn`` should return promptly then. Hand
+        ``lease.fencing_token`` to whatever ``fn`` writes, or write with
+        ``election.lock.fenced_put``. With ``rejoin`` the candidate campaigns again after a
+        loss and calls ``fn`` again; when ``fn`` returns without a loss, leadership is
+        resigned and its result returned. If ``fn`` raises, leadership is resigned and the
+        exception propagates.
 
         Raises:
             LockTimeout: Not elected within ``timeout`` (per campaign).
+            LockLost: Leadership was lost while ``fn`` ran, and ``rejoin`` is False.
         """
+        check_callback(fn, "fn")
         while True:
-            cancel = threading.Event()
             lease = self.campaign(timeout=timeout)
-            remove = self._watch_loss(lease, cancel)
+            cancel = self._lock.ended(lease)
             try:
-                result = fn(cancel)
-            finally:
-                remove()
-            if cancel.is_set() or not self._lock.held:
-                cancel.set()
-                if self._lock.state is LockState.LOST:
-                    self._lock.release()
+                result = fn(lease, cancel)
+            except BaseException:
+                self._lock.release(lease)  # step down: fn failed (or was interrupted)
+                raise
+            if cancel.is_set() and not self._lock.release(lease):
+                # Lost while fn ran (release() returned False: it was lost).
                 if rejoin:
                     log.info("election.rejoin", key=self.key)
                     continue
                 raise LockLost(f"leadership of {self.key!r} was lost while running")
-            self.resign()
+            if self._lock.lease is lease:
+                self.resign()
             return result
-
-    def _watch_loss(self, lease: Lease, cancel: threading.Event) -> Callable[[], None]:
-        def on_deposed(event: LeadershipEvent) -> None:
-            if event.lease is lease:
-                cancel.set()
-
-        self._deposed_cbs.append(on_deposed)
-
-        def remove() -> None:
-            if on_deposed in self._deposed_cbs:
-                self._deposed_cbs.remove(on_deposed)
-
-        # The loss may have happened before the callback was registered.
-        if not self._lock.held:
-            cancel.set()
-        return remove
 
     # -- observer ------------------------------------------------------------------------
     def leader(self) -> LeaderInfo | None:
@@ -243,7 +225,7 @@ class Election:
             return None
         try:
             sess = self._mgr.consul.sessions.info(entry.session)
-        except LocksmithError:
+        except Exception:  # noqa: BLE001 - the leader's details are optional
             sess = None
         return LeaderInfo(
             key=self.key,
@@ -263,30 +245,23 @@ class Election:
         ``timeout`` seconds have passed, when ``stop`` is set (noticed within about 5 s),
         or the manager closes.
         """
-        clock = self._mgr._clock
-        timeout = check_timeout(timeout)
-        deadline = None if timeout is None else clock.monotonic() + timeout
-        index = 0
+        clock = self._mgr.clock
+        seconds = check_timeout(timeout)
+        deadline = float("inf") if seconds is None else clock.monotonic() + seconds
         last: tuple[str | None, bytes] | None = None
         since = 0
         kv = self._mgr.consul.kv
-        while stop is None or not stop.is_set():
-            now = clock.monotonic()
-            if deadline is not None and now >= deadline:
+
+        for res in follow(
+            lambda index, wait: kv.get_with_meta(self.key, index=index, wait=wait),
+            clock=clock,
+            deadline=deadline,
+            stop=stop,
+            max_wait=60.0 if stop is None else 5.0,
+            on_error=lambda exc: log.info("election.observe_retry", key=self.key, error=str(exc)),
+        ):
+            if self._mgr.state in (ManagerState.CLOSING, ManagerState.CLOSED):
                 return
-            if self._mgr.state.value in ("closing", "closed"):
-                return
-            # With a stop event, block in shorter queries so that setting it takes effect soon.
-            cap = 60.0 if stop is None else 5.0
-            wait = cap if deadline is None else max(0.001, min(cap, deadline - now))
-            try:
-                res = kv.get_with_meta(self.key, index=index or None, wait=wait if index else None)
-            except ConsulUnavailable as exc:
-                log.info("election.observe_retry", key=self.key, error=str(exc))
-                clock.wait_until(clock.monotonic() + 0.5, stop)
-                index = 0
-                continue
-            index = next_index(index, res.meta.index)
             entry = res.value
             current = (entry.session if entry else None, entry.value if entry else b"")
             if current == last:
@@ -316,6 +291,6 @@ class Election:
     def _observe_loop(self) -> None:
         try:
             for info in self.observe():
-                self._mgr._emit(list(self._change_cbs), info)
-        except LocksmithError as exc:
+                self._mgr.dispatch(list(self._change_cbs), info)
+        except Exception as exc:  # noqa: BLE001 - report and stop; nothing else to do
             log.warning("election.observer_stopped", key=self.key, error=str(exc))

@@ -78,12 +78,14 @@ class _Api:
         wait: Duration | None,
         consistency: Consistency,
         dc: str | None,
+        timeout: float | None = None,
     ) -> tuple[list[tuple[str, str]], float]:
         index = check_index(index)
         wait_s = check_wait(wait)
         check_consistency(consistency)
         params = self._dc_params(dc)
-        timeout = self._config.timeout
+        if timeout is None:
+            timeout = self._config.timeout
         if index:
             params.append(("index", str(index)))
             wait_s = 300.0 if wait_s is None else max(round(wait_s, 3), 0.001)  # Consul's default
@@ -133,6 +135,7 @@ class Sessions(_Api):
         behavior: Behavior | None = None,
         ttl: Duration | None = None,
         dc: str | None = None,
+        timeout: float | None = None,
     ) -> str:
         """Create a session and return its ID.
 
@@ -193,6 +196,7 @@ class Sessions(_Api):
             resource=str(body.get("Node", "")),
             params=self._dc_params(dc),
             body=json.dumps(body),
+            timeout=timeout,
             idempotent=False,
         )
         data = _json(resp, "session.create")
@@ -200,7 +204,6 @@ class Sessions(_Api):
             sid = check_session_id(data["ID"], "ID")
         except (KeyError, TypeError) as exc:
             raise ProtocolError(f"session.create: no ID in Consul's answer: {data!r}") from exc
-        log.debug("session.created", session_id=sid, name=body.get("Name"), ttl=body.get("TTL"))
         return sid
 
     def destroy(
@@ -224,7 +227,6 @@ class Sessions(_Api):
             params=self._dc_params(dc),
             timeout=timeout,
         )
-        log.debug("session.destroyed", session_id=sid)
 
     def renew(
         self, session_id: str, *, dc: str | None = None, timeout: float | None = None
@@ -271,6 +273,7 @@ class Sessions(_Api):
         wait: Duration | None = None,
         consistency: Consistency = "default",
         dc: str | None = None,
+        timeout: float | None = None,
     ) -> QueryResult[Session | None]:
         """Read one session (None when it does not exist), with the query metadata.
 
@@ -285,7 +288,7 @@ class Sessions(_Api):
             (:class:`LockManager` confirms its own session only by renewing it.)
         """
         sid = check_session_id(session_id)
-        params, timeout = self._read_params(index, wait, consistency, dc)
+        params, timeout = self._read_params(index, wait, consistency, dc, timeout)
         resp = self._call(
             "GET",
             f"/v1/session/info/{sid}",
@@ -308,13 +311,14 @@ class Sessions(_Api):
         wait: Duration | None = None,
         consistency: Consistency = "default",
         dc: str | None = None,
+        timeout: float | None = None,
     ) -> Session | None:
         """Read one session; None when it does not exist *or the token may not read it*.
 
         See :meth:`info_with_meta`: with ACLs, None does not prove the session is gone.
         """
         return self.info_with_meta(
-            session_id, index=index, wait=wait, consistency=consistency, dc=dc
+            session_id, index=index, wait=wait, consistency=consistency, dc=dc, timeout=timeout
         ).value
 
     def _list(
@@ -422,10 +426,11 @@ class KVStore(_Api):
         wait: Duration | None = None,
         consistency: Consistency = "default",
         dc: str | None = None,
+        timeout: float | None = None,
     ) -> QueryResult[KVEntry | None]:
         """Read one key (None when missing), with the query metadata; blocking with index."""
         key = check_key(key)
-        params, timeout = self._read_params(index, wait, consistency, dc)
+        params, timeout = self._read_params(index, wait, consistency, dc, timeout)
         resp = self._call(
             "GET",
             f"/v1/kv/{key}",
@@ -449,9 +454,12 @@ class KVStore(_Api):
         wait: Duration | None = None,
         consistency: Consistency = "default",
         dc: str | None = None,
+        timeout: float | None = None,
     ) -> KVEntry | None:
         """Read one key; None when missing."""
-        return self.get_with_meta(key, index=index, wait=wait, consistency=consistency, dc=dc).value
+        return self.get_with_meta(
+            key, index=index, wait=wait, consistency=consistency, dc=dc, timeout=timeout
+        ).value
 
     def list_with_meta(
         self,
@@ -461,10 +469,11 @@ class KVStore(_Api):
         wait: Duration | None = None,
         consistency: Consistency = "default",
         dc: str | None = None,
+        timeout: float | None = None,
     ) -> QueryResult[builtins.list[KVEntry]]:
         """Read every key under ``prefix`` ("" for all), with metadata; blocking with index."""
         prefix = check_prefix(prefix)
-        params, timeout = self._read_params(index, wait, consistency, dc)
+        params, timeout = self._read_params(index, wait, consistency, dc, timeout)
         params.append(("recurse", ""))
         resp = self._call(
             "GET",
@@ -488,10 +497,11 @@ class KVStore(_Api):
         wait: Duration | None = None,
         consistency: Consistency = "default",
         dc: str | None = None,
+        timeout: float | None = None,
     ) -> builtins.list[KVEntry]:
         """Read every key under ``prefix``; ``[]`` when there is none."""
         return self.list_with_meta(
-            prefix, index=index, wait=wait, consistency=consistency, dc=dc
+            prefix, index=index, wait=wait, consistency=consistency, dc=dc, timeout=timeout
         ).value
 
     def put(

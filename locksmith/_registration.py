@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import structlog
 
-from locksmith._core import LockState
+from locksmith._backoff import Backoff
 from locksmith._exceptions import (
     ConsulUnavailable,
     LockConflict,
@@ -24,28 +23,30 @@ from locksmith._exceptions import (
     ManagerClosed,
     ValidationError,
 )
+from locksmith._lease import Lease, LossEvent
+from locksmith._lock import Lock
+from locksmith._ports import ManagerPort
+from locksmith._states import LockState
 from locksmith._validate import check_callback
-
-if TYPE_CHECKING:
-    from locksmith._manager import Lease, Lock, LockManager, LossEvent
 
 __all__ = ["Registration"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("locksmith.registration")
 
 
 class Registration:
     """One ephemeral key. Made by :meth:`LockManager.register`."""
 
-    def __init__(self, manager: LockManager, key: str, value: bytes | str = b"") -> None:
+    def __init__(self, manager: ManagerPort, key: str, value: bytes | str = b"") -> None:
         self._parent = manager
-        self._eph = manager._ephemeral()
+        self._eph = manager.companion()
         self._lock: Lock = self._eph.lock(key, value)
         self.key = self._lock.key
         self._closed = threading.Event()
         self._rereg_cbs: list[Callable[[Lease], object]] = []
         self._lost_cbs: list[Callable[[LossEvent], object]] = []
         self._thread: threading.Thread | None = None
+        self._backoff = Backoff(start=0.1, cap=5.0)
         self._lock.on_lost(self._lost)
 
     def __repr__(self) -> str:
@@ -81,7 +82,7 @@ class Registration:
         """
         lease = self._lock.acquire(timeout=timeout)
         assert lease is not None
-        self._parent._track(self)
+        self._parent.adopt(self)
         log.info("registration.registered", key=self.key, session_id=lease.session_id)
         return lease
 
@@ -96,14 +97,14 @@ class Registration:
         if self._closed.is_set():
             return
         log.warning("registration.lost", key=self.key, reason=event.reason.value)
-        # Re-register off the dispatcher thread: acquiring may wait.
+        # Re-register off the callback thread: acquiring may wait.
         self._thread = threading.Thread(
             target=self._reregister, name=f"locksmith-reregister-{self.key}", daemon=True
         )
         self._thread.start()
 
     def _reregister(self) -> None:
-        backoff = 0.1
+        tries = 0
         while not self._closed.is_set():
             try:
                 if self._lock.state is LockState.LOST:
@@ -115,17 +116,17 @@ class Registration:
             except LocksmithError as exc:
                 # Consul unreachable, key held elsewhere, or a bound check still critical
                 # (Consul refuses new sessions on it): keep trying while the process lives.
+                tries += 1
                 log.info("registration.retry", key=self.key, error=str(exc))
-                self._closed.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self._closed.wait(self._backoff.delay(tries))
                 continue
             if lease is None:
                 continue
             if self._closed.is_set():
-                self._delete_own()
+                self._delete_own(lease)
                 return
             log.info("registration.reregistered", key=self.key, session_id=lease.session_id)
-            self._eph._emit(list(self._rereg_cbs), lease)
+            self._eph.dispatch(list(self._rereg_cbs), lease)
             return
 
     def close(self) -> None:
@@ -133,23 +134,26 @@ class Registration:
         if self._closed.is_set():
             return
         self._closed.set()
-        self._parent._untrack(self)
-        self._delete_own()
+        self._parent.forget(self)
+        self._delete_own(self._lock.lease)
         log.info("registration.closed", key=self.key)
 
-    def _delete_own(self) -> None:
+    def close_for_manager(self) -> None:
+        """Close (called by the manager's close)."""
+        self.close()
+
+    def _delete_own(self, lease: Lease | None) -> None:
         """Release the key, then delete it unless someone else took it in between."""
         try:
-            if self._lock.state in (LockState.HELD, LockState.LOST):
+            if lease is not None:
+                self._lock.release(lease)
+            elif self._lock.state is LockState.LOST:
                 self._lock.release()
             entry = self._parent.consul.kv.get(self.key)
             if entry is not None and entry.session is None:
                 self._parent.consul.kv.delete(self.key, cas=entry.modify_index)
         except (LockError, ConsulUnavailable) as exc:
             log.warning("registration.close_failed", key=self.key, error=str(exc))
-
-    def _close_for_manager(self) -> None:
-        self.close()
 
     def __enter__(self) -> Registration:
         return self

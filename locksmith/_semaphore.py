@@ -9,8 +9,10 @@ Layout under a prefix ``P`` (shared with Consul's Go recipe, so both exclude eac
 
 A contender takes a slot by adding its session to ``Holders`` once fewer than ``Limit`` live
 holders remain (holders without a live contender key are pruned). The slot's fencing token
-is the Raft index of that CAS write. One ``LockManager`` holds at most one slot per prefix
-(its contender key is named after its session); use several managers for several slots.
+is the Raft index of that CAS write. While it holds, a monitor follows the prefix, as Go's
+recipe does: if ``.lock`` no longer lists this holder (an operator reset it, say), the slot is
+lost. One ``LockManager`` holds at most one slot per prefix (its contender key is named after
+its session); use several managers for several slots.
 """
 
 from __future__ import annotations
@@ -22,54 +24,111 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from locksmith._compat import CONSUL_SEMAPHORE_FLAGS, lock_key
-from locksmith._core import LockState
 from locksmith._exceptions import (
-    ConsulUnavailable,
     LockConflict,
     LockError,
-    LockLost,
+    LocksmithError,
     LockTimeout,
     NotHeld,
     ValidationError,
 )
-from locksmith._validate import check_callback, check_key, check_timeout, check_value
+from locksmith._follow import follow
+from locksmith._lease import Lease, LossEvent
+from locksmith._lock import Lock
+from locksmith._models import KVEntry
+from locksmith._ports import ManagerPort
+from locksmith._states import LossReason, ManagerState
+from locksmith._validate import check_callback, check_key, check_timeout, check_txn_value
 
-if TYPE_CHECKING:
-    from locksmith._client import KVEntry
-    from locksmith._manager import Lease, Lock, LockManager, LossEvent
+__all__ = ["Semaphore", "SemaphoreState", "decode_semaphore", "encode_semaphore"]
 
-__all__ = ["Semaphore"]
+log = structlog.get_logger("locksmith.semaphore")
 
-log = structlog.get_logger(__name__)
+#: How long one monitor query blocks (a release stops the monitor within this).
+_MONITOR_WAIT = 5.0
 
 
 @dataclass
-class _SemState:
+class SemaphoreState:
+    """``P/.lock`` as read.
+
+    Attributes:
+        limit: The semaphore's limit.
+        holders: Holders with a live contender key (dead ones pruned).
+        listed: Every holder ``.lock`` lists, dead or alive.
+        index: ModifyIndex of ``P/.lock`` (0 when it does not exist).
+        exists: Whether ``P/.lock`` exists.
+    """
+
     limit: int
     holders: dict[str, bool]
-    index: int  # ModifyIndex of P/.lock, 0 when it does not exist
+    listed: frozenset[str]
+    index: int
+    exists: bool
+
+
+def decode_semaphore(entries: list[KVEntry], lock_key: str, limit: int) -> SemaphoreState:
+    """Read the semaphore under a prefix from its entries (pure).
+
+    Raises:
+        LockConflict: ``.lock`` belongs to another kind of lock, does not hold semaphore
+            JSON, or has another limit.
+    """
+    lock_entry = next((e for e in entries if e.key == lock_key), None)
+    alive = {e.session for e in entries if e.session}
+    if lock_entry is not None and lock_entry.flags != CONSUL_SEMAPHORE_FLAGS:
+        raise LockConflict(f"{lock_key!r} has flags {lock_entry.flags:#x}: it is not a semaphore")
+    if lock_entry is None or not lock_entry.value:
+        index = lock_entry.modify_index if lock_entry else 0
+        return SemaphoreState(limit, {}, frozenset(), index, lock_entry is not None)
+    try:
+        data: Any = json.loads(lock_entry.value)
+        found = int(data["Limit"])
+        listed = dict(data.get("Holders") or {})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LockConflict(f"{lock_key!r} does not hold semaphore JSON: {exc}") from exc
+    if found != limit:
+        raise LockConflict(
+            f"semaphore limit conflict on {lock_key.rsplit('/', 1)[0]!r}: it is {found}, "
+            f"this one is {limit}"
+        )
+    live = {h: True for h in listed if h in alive}
+    return SemaphoreState(limit, live, frozenset(listed), lock_entry.modify_index, True)
+
+
+def encode_semaphore(limit: int, holders: dict[str, bool]) -> bytes:
+    """``P/.lock``'s JSON, as Consul's Go recipe writes it."""
+    return json.dumps({"Limit": limit, "Holders": holders}, separators=(",", ":")).encode()
+
+
+@dataclass(eq=False)
+class _Slot:
+    lease: Lease
+    contender: Lock
+    contender_lease: Lease
+    ended: threading.Event
+    stop: threading.Event
 
 
 class Semaphore:
     """Up to ``limit`` holders at once on a prefix. Made by :meth:`LockManager.semaphore`."""
 
     def __init__(
-        self, manager: LockManager, prefix: str, limit: int, value: bytes | str = b""
+        self, manager: ManagerPort, prefix: str, limit: int, value: bytes | str = b""
     ) -> None:
         self.prefix = check_key(prefix, "prefix").rstrip("/")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValidationError("limit", f"must be an integer >= 1, got {limit!r}")
         self.limit = limit
-        self.value = check_value(value)
-        self._parent = manager
+        self.value = check_txn_value(value)
+        self._mgr = manager
         self._mu = threading.Lock()
-        self._contender: Lock | None = None
-        self._lease: Lease | None = None
+        self._slot: _Slot | None = None
         self._callbacks: list[Callable[[LossEvent], object]] = []
         self.lock_key = lock_key(self.prefix)
 
@@ -82,21 +141,34 @@ class Semaphore:
         return self.prefix
 
     @property
-    def held(self) -> bool:
-        """Whether this semaphore holds a slot right now."""
-        c = self._contender
-        return self._lease is not None and c is not None and c.held
-
-    @property
     def lease(self) -> Lease | None:
         """The slot's lease, or None."""
-        return self._lease if self.held else None
+        slot = self._slot
+        if slot is None or slot.ended.is_set() or not slot.contender.held:
+            return None
+        return slot.lease
+
+    @property
+    def held(self) -> bool:
+        """Whether this semaphore holds a slot right now."""
+        return self.lease is not None
 
     def on_lost(self, callback: Callable[[LossEvent], object]) -> Callable[[LossEvent], object]:
-        """Call ``callback(event)`` when a held slot is lost (its contender session ended)."""
+        """Call ``callback(event)`` when a held slot is lost (its contender session ended,
+        or ``.lock`` no longer lists it)."""
         check_callback(callback)
         self._callbacks.append(callback)
         return callback
+
+    def ended(self, lease: Lease | None = None) -> threading.Event:
+        """An event set when the slot ``lease`` (default: the current one) ends: lost, or
+        released. Already set when nothing is held."""
+        slot = self._slot
+        if slot is not None and (lease is None or slot.lease is lease):
+            return slot.ended
+        ev = threading.Event()
+        ev.set()
+        return ev
 
     # -- acquire -------------------------------------------------------------------------
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
@@ -104,149 +176,100 @@ class Semaphore:
 
         Args:
             blocking: False: try once, return None when all slots are taken.
-            timeout: Seconds to wait at most (None: forever).
+            timeout: Seconds to wait at most (None: forever); with ``blocking=False`` it
+                bounds the one try's requests.
 
         Raises:
             LockTimeout: No slot within ``timeout``.
             LockConflict: The prefix holds another lock kind, or another limit.
         """
-        from locksmith._manager import Lease  # noqa: PLC0415 - _manager imports this module
-
         if not isinstance(blocking, bool):
             raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
-        if check_timeout(timeout) is not None and not blocking:
-            raise ValidationError("timeout", "cannot be combined with blocking=False")
+        seconds = check_timeout(timeout)
         if self.held:
             raise LockError(f"semaphore {self.prefix!r} is already held by this object")
-        eph = self._parent._ephemeral()
-        clock = eph._clock
+        eph = self._mgr.companion()
+        clock = eph.clock
         now = clock.monotonic()
         if not blocking:
-            deadline: float | None = now
-        elif timeout is None:
-            deadline = None
-        else:
-            deadline = now + timeout
-        contender = self._make_contender(eph)
-        sid = contender.lease.session_id if contender.lease else ""
-        kv = self._parent.consul.kv
-        index = 0
+            seconds = eph.consul.config.timeout if seconds is None else seconds
+        deadline = math.inf if seconds is None or math.isinf(seconds) else now + seconds
+        sid = eph.session(timeout=None if math.isinf(deadline) else max(0.0, deadline - now))
+        contender = eph.lock(f"{self.prefix}/{sid}", self.value, flags=CONSUL_SEMAPHORE_FLAGS)
+        c_lease = contender.acquire(blocking=False)
+        if c_lease is None:
+            raise LockError(f"semaphore {self.prefix!r}: cannot create the contender key")
         try:
+            lease = self._take_slot(sid, contender, deadline, blocking, seconds)
+        except BaseException:
+            self._drop_contender(contender, c_lease)
+            raise
+        if lease is None:
+            self._drop_contender(contender, c_lease)
+            return None
+        slot = _Slot(lease, contender, c_lease, threading.Event(), threading.Event())
+        with self._mu:
+            self._slot = slot
+        contender.on_end(lambda reason: self._slot_ended(slot, reason), c_lease)
+        self._mgr.adopt(self)
+        threading.Thread(
+            target=self._monitor,
+            args=(slot,),
+            name=f"locksmith-semaphore-{self.prefix}",
+            daemon=True,
+        ).start()
+        log.info(
+            "semaphore.acquired",
+            key=self.prefix,
+            session_id=sid,
+            fencing_token=lease.fencing_token,
+            limit=self.limit,
+        )
+        return lease
+
+    def _take_slot(
+        self, sid: str, contender: Lock, deadline: float, blocking: bool, seconds: float | None
+    ) -> Lease | None:
+        kv = self._mgr.consul.kv
+        clock = self._mgr.clock
+        for res in follow(
+            lambda index, wait: kv.list_with_meta(self.prefix, index=index, wait=wait),
+            clock=clock,
+            deadline=deadline if blocking else math.inf,
+        ):
+            entries = res.value
             while True:
                 if not contender.held:
-                    raise LockLost(f"semaphore {self.prefix!r}: contender session ended")
-                left = math.inf if deadline is None else deadline - clock.monotonic()
-                try:
-                    res = kv.list_with_meta(
-                        self.prefix,
-                        index=index or None,
-                        wait=max(0.001, min(left, 300.0)) if index else None,
+                    raise LockError(f"semaphore {self.prefix!r}: the contender session ended")
+                state = decode_semaphore(entries, self.lock_key, self.limit)
+                if len(state.holders) >= state.limit and sid not in state.holders:
+                    break
+                holders = {**state.holders, sid: True}
+                entry = self._cas(state.index, holders)
+                if entry is not None:
+                    return Lease(
+                        key=self.prefix,
+                        session_id=sid,
+                        fencing_token=entry.modify_index,
+                        value=self.value,
+                        acquired_at=clock.monotonic(),
+                        flags=CONSUL_SEMAPHORE_FLAGS,
                     )
-                except ConsulUnavailable:
-                    if left <= 0:
-                        raise
-                    clock.wait_until(min(clock.monotonic() + 0.2, deadline or math.inf))
-                    index = 0
-                    continue
-                state = self._decode(res.value)
-                if len(state.holders) < state.limit or sid in state.holders:
-                    state.holders[sid] = True
-                    entry = self._cas(state)
-                    if entry is not None:
-                        lease = Lease(
-                            key=self.prefix,
-                            session_id=sid,
-                            fencing_token=entry.modify_index,
-                            value=self.value,
-                            acquired_at=clock.monotonic(),
-                            flags=CONSUL_SEMAPHORE_FLAGS,
-                        )
-                        with self._mu:
-                            self._lease = lease
-                        self._parent._track(self)
-                        log.info(
-                            "semaphore.acquired",
-                            key=self.prefix,
-                            session_id=sid,
-                            fencing_token=lease.fencing_token,
-                            limit=self.limit,
-                        )
-                        return lease
-                    index = 0  # lost a CAS race: read again at once
-                    continue
-                if left <= 0:
-                    if not blocking:
-                        self._drop_contender()
-                        return None
-                    raise LockTimeout(
-                        f"no slot of semaphore {self.prefix!r} within {timeout}s "
-                        f"({len(state.holders)}/{state.limit} held)"
-                    )
-                index = res.meta.index
-        except BaseException:
-            self._drop_contender()
-            raise
-
-    def _make_contender(self, eph: LockManager) -> Lock:
-        sess = eph._ensure_session()
-        contender = eph.lock(f"{self.prefix}/{sess.id}", self.value, flags=CONSUL_SEMAPHORE_FLAGS)
-        contender.on_lost(self._contender_lost)
-        if contender.acquire(blocking=False) is None:
-            raise LockError(f"semaphore {self.prefix!r}: cannot create the contender key")
-        with self._mu:
-            self._contender = contender
-        return contender
-
-    def _contender_lost(self, event: LossEvent) -> None:
-        with self._mu:
-            lease, self._lease = self._lease, None
-        if lease is None:
-            return
-        log.warning(
-            "semaphore.lost",
-            key=self.prefix,
-            session_id=lease.session_id,
-            reason=event.reason.value,
+                # Lost a CAS race: read again at once.
+                entries = kv.list(self.prefix)
+            if not blocking:
+                return None
+            if clock.monotonic() >= deadline:
+                break
+        state = decode_semaphore(kv.list(self.prefix), self.lock_key, self.limit)
+        raise LockTimeout(
+            f"no slot of semaphore {self.prefix!r} within {seconds}s "
+            f"({len(state.holders)}/{state.limit} held)"
         )
-        from locksmith._manager import LossEvent as _LossEvent  # noqa: PLC0415 - import cycle
 
-        slot_event = _LossEvent(self.prefix, event.reason, lease, event.detected_at)
-        for cb in list(self._callbacks):
-            try:
-                cb(slot_event)
-            except Exception:
-                log.exception("callback.failed", key=self.prefix, callback="on_lost")
-
-    def _decode(self, entries: list[KVEntry]) -> _SemState:
-        lock_entry = next((e for e in entries if e.key == self.lock_key), None)
-        alive = {e.session for e in entries if e.session}
-        if lock_entry is None or not lock_entry.value:
-            if lock_entry is not None and lock_entry.flags != CONSUL_SEMAPHORE_FLAGS:
-                raise LockConflict(f"{self.lock_key!r} exists with flags {lock_entry.flags:#x}")
-            return _SemState(self.limit, {}, lock_entry.modify_index if lock_entry else 0)
-        if lock_entry.flags != CONSUL_SEMAPHORE_FLAGS:
-            raise LockConflict(
-                f"{self.lock_key!r} has flags {lock_entry.flags:#x}: it is not a semaphore"
-            )
-        try:
-            data: Any = json.loads(lock_entry.value)
-            limit = int(data["Limit"])
-            holders = dict(data.get("Holders") or {})
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LockConflict(f"{self.lock_key!r} does not hold semaphore JSON: {exc}") from exc
-        if limit != self.limit:
-            raise LockConflict(
-                f"semaphore limit conflict on {self.prefix!r}: it is {limit}, this one is "
-                f"{self.limit}"
-            )
-        live = {h: True for h in holders if h in alive}
-        return _SemState(limit, live, lock_entry.modify_index)
-
-    def _cas(self, state: _SemState) -> KVEntry | None:
-        body = json.dumps(
-            {"Limit": state.limit, "Holders": state.holders}, separators=(",", ":")
-        ).encode()
-        out = self._parent.consul.kv.txn(
+    def _cas(self, index: int, holders: dict[str, bool]) -> KVEntry | None:
+        body = encode_semaphore(self.limit, holders)
+        out = self._mgr.consul.kv.txn(
             [
                 {
                     "KV": {
@@ -254,7 +277,7 @@ class Semaphore:
                         "Key": self.lock_key,
                         "Value": base64.b64encode(body).decode(),
                         "Flags": CONSUL_SEMAPHORE_FLAGS,
-                        "Index": state.index,
+                        "Index": index,
                     }
                 }
             ],
@@ -263,9 +286,59 @@ class Semaphore:
         )
         return out.entries[0] if out.ok and out.entries else None
 
+    # -- loss ----------------------------------------------------------------------------
+    def _slot_ended(self, slot: _Slot, reason: LossReason | None) -> None:
+        """The slot is over: released (``reason`` None) or lost. Runs once per slot."""
+        with self._mu:
+            if slot.ended.is_set():
+                return
+            slot.ended.set()
+            slot.stop.set()
+        if reason is None:
+            return
+        log.warning(
+            "semaphore.lost",
+            key=self.prefix,
+            session_id=slot.lease.session_id,
+            reason=reason.value,
+        )
+        event = LossEvent(self.prefix, reason, slot.lease, self._mgr.clock.monotonic())
+        self._mgr.dispatch(list(self._callbacks), event)
+
+    def _monitor(self, slot: _Slot) -> None:
+        """Follow the prefix while holding: lose the slot if ``.lock`` drops this holder."""
+        kv = self._mgr.consul.kv
+        sid = slot.lease.session_id
+        try:
+            for res in follow(
+                lambda index, wait: kv.list_with_meta(self.prefix, index=index, wait=wait),
+                clock=self._mgr.clock,
+                stop=slot.stop,
+                max_wait=_MONITOR_WAIT,
+            ):
+                if slot.stop.is_set() or self._mgr.state is ManagerState.CLOSED:
+                    return
+                try:
+                    state = decode_semaphore(res.value, self.lock_key, self.limit)
+                except LockConflict:
+                    self._slot_ended(slot, LossReason.KEY_TAKEN)
+                    return
+                if not state.exists:
+                    self._slot_ended(slot, LossReason.KEY_DELETED)
+                    return
+                if sid not in state.listed:
+                    self._slot_ended(slot, LossReason.RELEASED_BY_OTHER)
+                    return
+        except LocksmithError as exc:
+            log.warning("semaphore.monitor_stopped", key=self.prefix, error=str(exc))
+
     # -- release -------------------------------------------------------------------------
     def release(self) -> bool:
-        """Give the slot back: remove this holder from ``.lock``, delete the contender key.
+        """Give the slot back: remove this holder from ``.lock``, drop the contender key.
+
+        The contender key is released through the manager, whose cleaner retries in the
+        background if Consul cannot be reached: other contenders then prune this holder
+        (it has no live contender key), so the slot frees either way.
 
         Returns:
             True if a held slot was released, False if it had been lost.
@@ -274,59 +347,58 @@ class Semaphore:
             NotHeld: Nothing was acquired.
         """
         with self._mu:
-            lease, self._lease = self._lease, None
-            contender = self._contender
-        if contender is None:
+            slot, self._slot = self._slot, None
+        if slot is None:
             raise NotHeld(f"semaphore {self.prefix!r} is not held")
-        was_held = lease is not None and contender.held
-        if lease is not None:
-            self._remove_holder(lease.session_id)
-        self._drop_contender()
-        self._parent._untrack(self)
+        was_held = not slot.ended.is_set() and slot.contender.held
+        slot.stop.set()
         if was_held:
-            log.info(
-                "semaphore.released",
-                key=self.prefix,
-                session_id=lease.session_id if lease else None,
-            )
+            self._remove_holder(slot.lease.session_id)
+        self._slot_ended(slot, None)
+        self._drop_contender(slot.contender, slot.contender_lease)
+        self._mgr.forget(self)
+        if was_held:
+            log.info("semaphore.released", key=self.prefix, session_id=slot.lease.session_id)
         return was_held
 
     def _remove_holder(self, sid: str) -> None:
-        kv = self._parent.consul.kv
-        for _ in range(20):
-            raw = kv.get(self.lock_key)
-            if raw is None or not raw.value:
-                return
-            holders = dict(json.loads(raw.value).get("Holders") or {})
-            if sid not in holders:
-                return
-            del holders[sid]
-            state = _SemState(self.limit, holders, raw.modify_index)
-            if self._cas(state) is not None:
-                return
-
-    def _drop_contender(self) -> None:
-        with self._mu:
-            contender, self._contender = self._contender, None
-        if contender is None:
-            return
-        key = contender.key
-        if contender.state in (LockState.HELD, LockState.LOST):
-            contender.release()
+        kv = self._mgr.consul.kv
         try:
-            self._parent.consul.kv.delete(key)
-        except ConsulUnavailable as exc:
-            log.warning("semaphore.cleanup_failed", key=key, error=str(exc))
+            for _ in range(5):
+                entries = kv.list(self.prefix)
+                state = decode_semaphore(entries, self.lock_key, self.limit)
+                if sid not in state.listed:
+                    return
+                raw = next(e for e in entries if e.key == self.lock_key)
+                listed = dict(json.loads(raw.value).get("Holders") or {})
+                listed.pop(sid, None)
+                if self._cas(raw.modify_index, listed) is not None:
+                    return
+        except (LocksmithError, ValueError, StopIteration) as exc:
+            # Not fatal: the contender key goes below, and other contenders prune holders
+            # without one.
+            log.info("semaphore.holder_cleanup_deferred", key=self.prefix, error=str(exc))
+
+    def _drop_contender(self, contender: Lock, c_lease: Lease) -> None:
+        contender.release(c_lease)
+        try:
+            entry = self._mgr.consul.kv.get(contender.key)
+            if entry is not None and entry.session is None:
+                self._mgr.consul.kv.delete(contender.key, cas=entry.modify_index)
+        except LocksmithError as exc:
+            log.info("semaphore.contender_cleanup_failed", key=contender.key, error=str(exc))
 
     def holders(self) -> list[str]:
         """The session IDs holding a slot now (dead holders pruned)."""
-        return sorted(self._decode(self._parent.consul.kv.list(self.prefix)).holders)
+        entries = self._mgr.consul.kv.list(self.prefix)
+        return sorted(decode_semaphore(entries, self.lock_key, self.limit).holders)
 
-    def _close_for_manager(self) -> None:
-        if self._contender is not None:
+    def close_for_manager(self) -> None:
+        """Release the slot (called by the manager's close)."""
+        if self._slot is not None:
             try:
                 self.release()
-            except (LockError, ConsulUnavailable) as exc:
+            except LocksmithError as exc:
                 log.warning("semaphore.close_failed", key=self.prefix, error=str(exc))
 
     # -- context manager -----------------------------------------------------------------
@@ -341,5 +413,5 @@ class Semaphore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._contender is not None:
+        if self._slot is not None:
             self.release()

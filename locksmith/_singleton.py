@@ -12,19 +12,19 @@ import functools
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import structlog
 
-from locksmith._core import LockState
 from locksmith._exceptions import LockTimeout, ValidationError
-
-if TYPE_CHECKING:
-    from locksmith._manager import Lease, Lock, LockManager, LossEvent
+from locksmith._lease import Lease, LossEvent
+from locksmith._lock import Lock
+from locksmith._ports import ManagerPort
+from locksmith._validate import check_value
 
 __all__ = ["SingletonGuard"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("locksmith.singleton")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,50 +42,54 @@ class SingletonGuard:
     """
 
     def __init__(
-        self, manager: LockManager, key: str, timeout: float | None = 0, value: bytes | str = b""
+        self, manager: ManagerPort, key: str, timeout: float | None = 0, value: bytes | str = b""
     ) -> None:
         if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
         ):
             raise ValidationError("timeout", f"must be seconds >= 0 or None, got {timeout!r}")
-        self._mgr = manager
-        self.key = manager.lock(key, value).key
-        self.value = value
+        self._lock: Lock = manager.lock(key, value)
+        self.key = self._lock.key
+        self.value = check_value(value)
         self.timeout = timeout
         self._local = threading.local()
-        #: Set when the running job's guard is lost; long jobs should check it.
-        self.cancelled = threading.Event()
+        self._lock.on_lost(self._lost)
 
     def __repr__(self) -> str:
         return f"<SingletonGuard {self.key!r}>"
 
-    def _stack(self) -> list[Lock]:
-        stack: list[Lock] | None = getattr(self._local, "stack", None)
+    def _stack(self) -> list[Lease | None]:
+        stack: list[Lease | None] | None = getattr(self._local, "stack", None)
         if stack is None:
             stack = self._local.stack = []
         return stack
 
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the guard of the job running in this thread ends (lost, or presumed
+        lost at its lease deadline): long jobs should check it. Outside a job it is set."""
+        stack = self._stack()
+        lease = stack[-1] if stack else None
+        return self._lock.ended(lease) if lease is not None else self._lock.ended()
+
     def __enter__(self) -> Lease | None:
-        lock = self._mgr.lock(self.key, self.value)
-        lock.on_lost(self._lost)
         try:
             if self.timeout == 0:
-                lease = lock.acquire(blocking=False)
+                lease = self._lock.acquire(blocking=False)
             else:
-                lease = lock.acquire(timeout=self.timeout)
+                lease = self._lock.acquire(timeout=self.timeout)
         except LockTimeout:
             lease = None
         if lease is None:
             log.info("singleton.skipped", key=self.key)
         else:
-            self.cancelled.clear()
             log.info(
                 "singleton.running",
                 key=self.key,
                 session_id=lease.session_id,
                 fencing_token=lease.fencing_token,
             )
-        self._stack().append(lock)
+        self._stack().append(lease)
         return lease
 
     def __exit__(
@@ -94,13 +98,12 @@ class SingletonGuard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        lock = self._stack().pop()
-        if lock.state in (LockState.HELD, LockState.LOST):
-            lock.release()
+        lease = self._stack().pop()
+        if lease is not None:
+            self._lock.release(lease)
 
     def _lost(self, event: LossEvent) -> None:
         log.warning("singleton.lost", key=self.key, reason=event.reason.value)
-        self.cancelled.set()
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R | None]:
         """Decorate ``fn`` so it runs only while this process holds the guard."""

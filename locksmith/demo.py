@@ -39,7 +39,7 @@ def _emit(**fields: Any) -> None:
 
 def run_worker(name: str, address: str, ttl: str, lock_delay: str) -> int:
     """Campaign forever; while leader, write fenced progress every 0.5 s."""
-    from locksmith import Consul, LockLost, LockManager, LockTimeout
+    from locksmith import Consul, Lease, LockLost, LockManager, LockTimeout
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     stop = threading.Event()
@@ -56,9 +56,8 @@ def run_worker(name: str, address: str, ttl: str, lock_delay: str) -> int:
         )
         _emit(worker=name, event="campaigning")
 
-        def lead(cancel: threading.Event) -> None:
-            lease = election.lease
-            token = lease.fencing_token if lease else 0
+        def lead(lease: Lease, cancel: threading.Event) -> None:
+            token = lease.fencing_token
             _emit(worker=name, event="elected", token=token)
             n = 0
             while not cancel.is_set() and not stop.is_set():

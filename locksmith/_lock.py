@@ -1,0 +1,313 @@
+"""Lock: a distributed lock on one KV key, acquired with its manager's session.
+
+A :class:`Lock` is a thin handle: it validates arguments and asks the manager's engine,
+whose state machine decides everything. One ``Lock`` may be shared by threads: a second
+``acquire`` queues behind the first like a competing process would, and every release or
+fenced write can name the very lease it means, so a thread whose lease ended can never
+release, or write under, a lease another thread took later.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from locksmith._deadline import Deadline
+from locksmith._engine import Engine
+from locksmith._exceptions import LockLost, SessionNotFound, ValidationError
+from locksmith._lease import Lease, LossEvent
+from locksmith._protocol import AcquireRequested, ReleaseRequested, ValueWritten
+from locksmith._states import LockState, LossReason
+from locksmith._validate import check_callback, check_key, check_timeout, check_txn_value
+
+__all__ = ["Lock"]
+
+
+class Lock:
+    """A distributed lock on one KV key. Made by :meth:`LockManager.lock`; not reentrant.
+
+    Attributes:
+        key: The KV key.
+        value: Written to the key on acquisition.
+        flags: KV flags written with it.
+    """
+
+    def __init__(self, engine: Engine, key: str, value: bytes, flags: int) -> None:
+        self._engine = engine
+        self.key = key
+        self.value = value
+        self.flags = flags
+        self._callbacks: list[Callable[[LossEvent], object]] = []
+        self._id = engine.register_lock(self)
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"<Lock {self.key!r} {self.state.value}>"
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def state(self) -> LockState:
+        """The lifecycle state."""
+        return self._engine.lock_state(self._id)
+
+    @property
+    def lease(self) -> Lease | None:
+        """The lease held right now, or None.
+
+        None as soon as a loss is known or presumed: this reads the lease deadline on the
+        clock, so it turns None at the deadline even if no thread has run since.
+        """
+        return self._engine.lease_of(self._id, self.key)
+
+    @property
+    def held(self) -> bool:
+        """Whether the lock is held right now (see :attr:`lease`)."""
+        return self.lease is not None
+
+    def on_lost(self, callback: Callable[[LossEvent], object]) -> Callable[[LossEvent], object]:
+        """Call ``callback(event)`` whenever a lease of this lock is lost (once per lease).
+
+        Callbacks run on the manager's callback thread, one at a time; an exception in one
+        is logged. Returns the callback, so this works as a decorator.
+        """
+        check_callback(callback)
+        self._callbacks.append(callback)
+        return callback
+
+    def ended(self, lease: Lease | None = None) -> threading.Event:
+        """An event that is set when ``lease`` (default: the current one) ends.
+
+        It is set on loss, at the lease deadline at the latest when Consul cannot be
+        reached, and on release; never later than :attr:`held` turns False, and never
+        held up by callbacks. Use it as a cancellation signal for work done under the lock.
+        If nothing is held, the returned event is already set.
+        """
+        lease = self._check_lease(lease) if lease is not None else self.lease
+        if lease is None:
+            ev = threading.Event()
+            ev.set()
+            return ev
+        return self._engine.ended(lease)
+
+    def _check_lease(self, lease: object) -> Lease:
+        if not isinstance(lease, Lease) or lease.key != self.key:
+            raise ValidationError("lease", f"must be a Lease of {self.key!r}, got {lease!r}")
+        return lease
+
+    # -- acquire -------------------------------------------------------------------------
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
+        """Acquire the lock.
+
+        Args:
+            blocking: False: try once, never wait for a holder; None if the key is busy.
+            timeout: Seconds to wait at most (None: forever); ``0`` tries once and raises
+                :class:`LockTimeout` if the key is busy. With ``blocking=False`` it bounds
+                the one try's requests (default: the client's timeout).
+
+        Returns:
+            The new :class:`Lease`, or None (only with ``blocking=False``).
+
+        Raises:
+            ValidationError: Bad ``blocking`` or ``timeout`` (before any request).
+            LockTimeout: The deadline passed (every request gets only the time left).
+            LockConflict: The key belongs to another kind of lock (foreign flags).
+            ManagerClosed: The manager is closed.
+            ConsulUnavailable: Consul could not be reached (``blocking=False`` only;
+                blocking calls retry until their deadline).
+            PermissionDenied: The ACL token may not do this.
+        """
+        if not isinstance(blocking, bool):
+            raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
+        seconds = check_timeout(timeout)
+        engine = self._engine
+        engine.check_open()
+        now = engine.clock.monotonic()
+        if not blocking:
+            if seconds is None:
+                seconds = engine.consul.config.timeout
+            deadline = Deadline.after(now, seconds)
+        else:
+            deadline = Deadline.after(
+                now, None if seconds is None or math.isinf(seconds) else seconds
+            )
+        actor = engine.new_id()
+        lease: Lease | None = engine.call(
+            actor,
+            AcquireRequested(
+                actor, self._id, self.key, self.value, self.flags, deadline.at, blocking
+            ),
+        )
+        return lease
+
+    # -- release -------------------------------------------------------------------------
+    def release(self, lease: Lease | None = None) -> bool:
+        """Release the lock with ``?release=`` (no lock-delay for the next holder).
+
+        Args:
+            lease: The lease to release. Only that lease is released: if it has ended
+                already (lost, or released) nothing else is touched, even if this Lock has
+                been acquired again since. None: whatever this Lock holds now.
+
+        Returns:
+            True if a held lease was released; False if it had been lost already (the loss
+            was reported to ``on_lost``), or, with ``lease``, ended already.
+
+        Raises:
+            NotHeld: No ``lease`` was given and the lock is not held (never acquired, or
+                already released).
+        """
+        if lease is not None:
+            lease = self._check_lease(lease)
+        engine = self._engine
+        actor = engine.new_id()
+        released: bool = engine.call(actor, ReleaseRequested(actor, self._id, self.key, lease))
+        return released
+
+    # -- fenced writes -------------------------------------------------------------------
+    def fenced_put(self, key: str, value: bytes | str, *, lease: Lease | None = None) -> int:
+        """Write ``key`` only while the lease is still held, atomically.
+
+        The write is one transaction that also checks, on the server, that the lock key
+        still carries this lease's session and has not been written since this lease's
+        own last write (a later acquisition, even by the same session, changes that). It
+        is refused locally once the lease deadline has passed.
+
+        Args:
+            key: The key to write.
+            value: Its value.
+            lease: The lease to write under (default: the current one).
+
+        Returns:
+            The ModifyIndex of the written key.
+
+        Raises:
+            ValidationError: Bad ``key`` or ``value`` (before any request).
+            LockLost: The lease is gone (locally presumed, or refused by Consul).
+        """
+        key = check_key(key)
+        data = check_txn_value(value)
+        lease = self._check_lease(lease) if lease is not None else self.lease
+        engine = self._engine
+        fence = engine.fence(lease) if lease is not None else None
+        if lease is None or fence is None:
+            raise LockLost(f"fenced write to {key!r}: the lock on {self.key!r} is not held")
+        key_index, remaining = fence
+        ops: list[dict[str, Any]] = [
+            {"KV": {"Verb": "check-index", "Key": self.key, "Index": key_index}},
+            {"KV": {"Verb": "check-session", "Key": self.key, "Session": lease.session_id}},
+            {"KV": {"Verb": "set", "Key": key, "Value": base64.b64encode(data).decode()}},
+        ]
+        timeout = Deadline.after(engine.clock.monotonic(), remaining).budget(
+            engine.clock.monotonic(), engine.consul.config.timeout
+        )
+        try:
+            out = engine.consul.kv.txn(
+                ops, operation="kv.fenced_put", resource=key, timeout=timeout
+            )
+        except SessionNotFound as exc:
+            raise LockLost(
+                f"fenced write to {key!r} refused: session {lease.session_id} is gone"
+            ) from exc
+        if not out.ok:
+            raise LockLost(
+                f"fenced write to {key!r} refused: the lock on {self.key!r} is no longer held "
+                f"by this lease (token {lease.fencing_token}): {'; '.join(out.errors)}"
+            )
+        entry = out.entries[2] if len(out.entries) > 2 else None
+        return entry.modify_index if entry is not None else out.index
+
+    def rewrite(self, value: bytes | str, *, lease: Lease | None = None) -> int:
+        """Change the key's value while holding it (an election's proclaim).
+
+        One transaction re-acquires the key with the new value, only if it still carries
+        this lease's session and has not been written since this lease's last write, so a
+        lock lost in between is never silently taken again.
+
+        Returns:
+            The key's new ModifyIndex (the fencing token stays the acquisition's).
+
+        Raises:
+            ValidationError: A bad value (before any request).
+            LockLost: The lease is gone.
+        """
+        data = check_txn_value(value)
+        lease = self._check_lease(lease) if lease is not None else self.lease
+        engine = self._engine
+        fence = engine.fence(lease) if lease is not None else None
+        if lease is None or fence is None:
+            raise LockLost(f"cannot rewrite {self.key!r}: the lock is not held")
+        key_index, remaining = fence
+        ops = [
+            {"KV": {"Verb": "check-index", "Key": self.key, "Index": key_index}},
+            {
+                "KV": {
+                    "Verb": "lock",
+                    "Key": self.key,
+                    "Value": base64.b64encode(data).decode(),
+                    "Flags": self.flags,
+                    "Session": lease.session_id,
+                }
+            },
+        ]
+        now = engine.clock.monotonic()
+        timeout = Deadline.after(now, remaining).budget(now, engine.consul.config.timeout)
+        try:
+            out = engine.consul.kv.txn(
+                ops, operation="kv.rewrite", resource=self.key, timeout=timeout
+            )
+        except SessionNotFound as exc:
+            raise LockLost(
+                f"cannot rewrite {self.key!r}: session {lease.session_id} is gone"
+            ) from exc
+        entry = out.entries[1] if out.ok and len(out.entries) > 1 else None
+        if entry is None:
+            raise LockLost(
+                f"cannot rewrite {self.key!r}: it is no longer held by this lease "
+                f"({'; '.join(out.errors)})"
+            )
+        self.value = data
+        engine.handle(ValueWritten(lease, entry.modify_index, data))
+        return entry.modify_index
+
+    def on_end(
+        self, hook: Callable[[LossReason | None], object], lease: Lease | None = None
+    ) -> None:
+        """Call ``hook(reason)`` once when ``lease`` (default: the current one) ends.
+
+        ``reason`` is None for a release. Unlike :meth:`on_lost` callbacks, the hook runs at
+        once on the thread that learns of the end (at the lease deadline at the latest),
+        never queued behind other callbacks: keep it short and never block in it (set an
+        event, signal a process). If nothing is held, it runs now.
+        """
+        check_callback(hook, "hook")
+        lease = self._check_lease(lease) if lease is not None else self.lease
+        if lease is None:
+            hook(LossReason.LEASE_EXPIRED)
+            return
+        self._engine.on_end(lease, hook)
+
+    # -- context manager -----------------------------------------------------------------
+    def _stack(self) -> list[Lease]:
+        stack: list[Lease] | None = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
+
+    def __enter__(self) -> Lease:
+        lease = self.acquire()
+        assert lease is not None  # a blocking acquire returns a lease or raises
+        self._stack().append(lease)
+        return lease
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Release the lease *this* block acquired, never one another thread took since.
+        self.release(self._stack().pop())

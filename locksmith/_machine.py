@@ -1,0 +1,1564 @@
+"""The sans-IO lock state machine: every piece of a manager's state and every decision.
+
+:class:`LockMachine` holds the session's lifecycle and lease timer, the holds, the acquire
+calls in progress and the local queue per key, releases pending and in flight, the
+fencing-token floor per key, lock-delay hints, and the watches wanted. It takes
+:mod:`~locksmith._protocol` events with the time they happen (``now``) and returns
+commands. It imports no ``threading``, ``socket``, ``time`` or ``os``, and draws no
+randomness of its own (the backoff policies carry an injected source), so the same machine
+drives the threaded and the asyncio front-ends, and unit tests drive it with plain numbers.
+
+Safety rules it enforces (see ``docs/internals.md``):
+
+* a hold is valid only until its session's lease deadline (TTL after the *start* of the
+  last successful renewal); past it, every hold of the session is presumed lost, and its
+  keys are released and the session destroyed in the background;
+* an acquire whose answer never came is ambiguous: its key is given back by the cleaner
+  unless the same session takes it again first; the cleaner never races a local acquire
+  of the same key by the same session;
+* a fencing token never repeats: an acquire that wrote nothing (the session still held
+  the key) is given back and taken again;
+* releases go before the session's destroy, always (a destroy would start lock-delay);
+* a release answered ``false`` means the hold was already gone: that is a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from locksmith._backoff import Backoff
+from locksmith._core import (
+    AcquirePlanner,
+    DelayHint,
+    GiveUp,
+    LeaseTimer,
+    SleepUntil,
+    WatchTarget,
+    classify_loss,
+    plan_watches,
+    settle_reason,
+)
+from locksmith._deadline import Deadline
+from locksmith._exceptions import (
+    BadRequest,
+    ConsulUnavailable,
+    LockConflict,
+    LockTimeout,
+    ManagerClosed,
+    NotHeld,
+    PermissionDenied,
+    SessionNotFound,
+)
+from locksmith._lease import Lease, LockDelayEvent, LossEvent
+from locksmith._models import KVEntry, next_index
+from locksmith._protocol import (
+    CLEANER,
+    RENEWER,
+    AcquireRequested,
+    Actor,
+    AdoptSession,
+    AttemptAborted,
+    CloseRequested,
+    Command,
+    Confirm,
+    Confirmed,
+    CreateSession,
+    Destroy,
+    DestroyAnswered,
+    Event,
+    Finish,
+    HolderRead,
+    Interrupt,
+    KeyRead,
+    LeaseEnded,
+    Log,
+    Notify,
+    ReadHolder,
+    ReadKey,
+    ReleaseAnswered,
+    ReleaseItem,
+    ReleaseRequested,
+    Renew,
+    RenewAnswered,
+    RequestFailed,
+    SendAcquire,
+    SendRelease,
+    SessionCreated,
+    SessionWanted,
+    Sleep,
+    Start,
+    Stop,
+    TxnApplied,
+    TxnRefused,
+    ValueWritten,
+    Watch,
+    WatchFailed,
+    WatchSaw,
+    Woke,
+)
+from locksmith._states import (
+    AttemptPhase,
+    LockState,
+    LossReason,
+    ManagerState,
+    SessionState,
+    advance,
+)
+
+__all__ = ["MAX_TXN_OPS", "LockMachine", "MachineConfig"]
+
+#: Consul 1.8 takes at most 64 operations per transaction.
+MAX_TXN_OPS = 64
+#: Size caps of the caches that only speed things up (holder lock-delays, checked keys).
+_CACHE_CAP = 4096
+
+INF = float("inf")
+_P = AttemptPhase
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """What the machine needs to know of its manager's settings.
+
+    Attributes:
+        ttl: Session TTL in seconds (None: no TTL, no lease deadline: unsafe for locks).
+        lock_delay: The session's lock-delay in seconds.
+        renew_fraction: Renew after this fraction of the TTL.
+        request_timeout: The client's timeout for one request; every request gets at most
+            this, less when its call's deadline is nearer.
+        adopt: An existing session to use instead of creating one.
+        watch_budget: How many blocking queries the watches may use at most (soft: keys
+            with nothing in common are never merged into a watch of the whole KV store).
+        watch_wait: The wait of one blocking query.
+        watch_coalesce: Pause after a watch wakes, so a burst of writes costs one re-read.
+        retry: Backoff while Consul is unreachable (acquires, watches).
+        cleanup: Backoff of the cleaner's retries.
+        window: Backoff while a lock-delay window's end is unknown.
+    """
+
+    ttl: float | None = 15.0
+    lock_delay: float = 15.0
+    renew_fraction: float = 1 / 3
+    request_timeout: float = 10.0
+    adopt: str | None = None
+    watch_budget: int = 4
+    watch_wait: float = 300.0
+    watch_coalesce: float = 0.05
+    retry: Backoff = field(default_factory=lambda: Backoff(start=0.05, cap=2.0))
+    cleanup: Backoff = field(default_factory=lambda: Backoff(start=0.25, cap=2.0))
+    window: Backoff = field(default_factory=lambda: Backoff(start=0.05, cap=5.0))
+
+
+#: How long a watch slot keeps following keys nobody wants any more before it goes idle
+#: (so that a quick release-then-acquire does not restart its query).
+_LINGER = 2.0
+
+
+@dataclass(eq=False)
+class _Session:
+    sid: str
+    owned: bool
+    lock_delay: float
+    timer: LeaseTimer
+    renewing: bool = False
+
+
+@dataclass(eq=False)
+class _Hold:
+    lease: Lease
+    lock_id: int
+    #: The ModifyIndex of our own latest write to the key (acquire, proclaim).
+    key_index: int
+
+
+@dataclass(eq=False)
+class _Attempt:
+    actor: int
+    lock_id: int
+    key: str
+    value: bytes
+    flags: int
+    deadline: Deadline
+    blocking: bool
+    planner: AcquirePlanner
+    phase: AttemptPhase = AttemptPhase.QUEUED
+    step: int = 0
+    sid: str | None = None
+    tries: int = 0
+    #: A session whose no-op re-acquire must be given back before trying again.
+    undo: str | None = None
+    holder: str | None = None
+    watch_index: int = 0
+    read_entry: KVEntry | None = None
+    read_index: int = 0
+    delay_known: bool | None = None
+    #: Read the key before the first send (to check its flags).
+    check_flags: bool = True
+
+
+@dataclass(eq=False)
+class _Release:
+    """A caller's release in flight (or the read that classifies a refused one)."""
+
+    actor: int
+    hold: _Hold
+    step: int = 0
+    reading: bool = False
+
+
+@dataclass(eq=False)
+class _Slot:
+    n: int
+    target: WatchTarget | None = None
+    gen: int = 0
+    index: int = 0
+    seen: int = 0
+    failures: int = 0
+    unused_since: float | None = None
+    stopped: bool = False
+
+
+@dataclass(eq=False)
+class _Worker:
+    """A background actor's bookkeeping: its step, what it has in flight, its retries."""
+
+    step: int = 0
+    busy: bool = False
+    batch: tuple[ReleaseItem, ...] = ()
+    tries: int = 0
+    sleeping_until: float = INF
+    pause_until: float = 0.0
+
+
+class LockMachine:
+    """All lock state and decisions of one manager, without I/O.
+
+    Call :meth:`handle` with each event and the time it happens; carry out the commands it
+    returns. The query methods (:meth:`is_held`, :meth:`lock_state`, ...) read state
+    without changing it. Not thread-safe: a front-end serialises calls.
+
+    Args:
+        config: The manager's settings.
+    """
+
+    def __init__(self, config: MachineConfig) -> None:
+        self.cfg = config
+        self.state = ManagerState.NEW
+        self._out: list[Command] = []
+        self._now = 0.0
+        # session
+        self.session_state = SessionState.NONE
+        self._sess: _Session | None = None
+        self._creator: int | None = None
+        # calls
+        self._attempts: dict[int, _Attempt] = {}
+        self._owner: dict[str, int] = {}
+        self._queue: dict[str, deque[int]] = {}
+        self._releases: dict[int, _Release] = {}
+        #: Calls waiting for the session alone: their deadline and step.
+        self._swaiters: dict[int, tuple[Deadline, int]] = {}
+        # holds
+        self._holds: dict[str, _Hold] = {}
+        self._lock_states: dict[int, LockState] = {}
+        self._floor: dict[str, int] = {}
+        # waiting
+        self._hints: dict[str, DelayHint] = {}
+        self._holder_delays: dict[str, float | None] = {}
+        self._flags_ok: set[str] = set()
+        # cleanup
+        self._pending: dict[tuple[str, str], ReleaseItem] = {}
+        self._inflight: set[tuple[str, str]] = set()
+        self._destroys: set[str] = set()
+        self._destroying: set[str] = set()
+        self._cleaner = _Worker()
+        self._renewer = _Worker()
+        # watches
+        self._slots: list[_Slot] = []
+        self._planned_keys = 0
+        # close
+        self._closer: int | None = None
+        self._closing = _Worker()
+        self._close_deadline = Deadline()
+        self._closed_keys: set[str] = set()
+
+    # ================================================================== entry point
+    def handle(self, event: Event, now: float) -> list[Command]:
+        """Apply ``event`` happening at ``now``; return the commands to carry out, in order."""
+        self._now = now
+        out: list[Command] = []
+        self._out = out
+        _HANDLERS[type(event)](self, event)
+        if self.state is ManagerState.CLOSING:
+            self._close_progress()
+        else:
+            self._kick_cleaner()
+        self._out = []
+        return out
+
+    # ================================================================== queries
+    @property
+    def session_id(self) -> str | None:
+        """The session in use (None: none yet, or it ended)."""
+        return self._sess.sid if self._sess is not None else None
+
+    def lease_deadline(self) -> float:
+        """The current session's lease deadline (inf: no session, or no TTL)."""
+        return self._sess.timer.deadline if self._sess is not None else INF
+
+    def is_held(self, lease: Lease, now: float) -> bool:
+        """Whether ``lease`` is held right now (its deadline not passed)."""
+        hold = self._holds.get(lease.key)
+        sess = self._sess
+        return (
+            hold is not None
+            and hold.lease is lease
+            and sess is not None
+            and sess.sid == lease.session_id
+            and sess.timer.valid(now)
+        )
+
+    def fence(self, lease: Lease, now: float) -> tuple[int, float] | None:
+        """For a fenced write under ``lease``: (the index of our latest write to its key,
+        seconds left), or None when the lease is not held."""
+        if not self.is_held(lease, now):
+            return None
+        assert self._sess is not None
+        return self._holds[lease.key].key_index, self._sess.timer.remaining(now)
+
+    def lease_of(self, lock_id: int, key: str, now: float) -> Lease | None:
+        """The lease lock ``lock_id`` (on ``key``) holds right now, or None."""
+        hold = self._holds.get(key)
+        if hold is None or hold.lock_id != lock_id:
+            return None
+        return hold.lease if self.is_held(hold.lease, now) else None
+
+    def lock_state(self, lock_id: int) -> LockState:
+        """The lifecycle state of lock ``lock_id``."""
+        return self._lock_states.get(lock_id, LockState.UNLOCKED)
+
+    def held_leases(self, now: float) -> list[Lease]:
+        """Every lease held right now."""
+        return [h.lease for h in self._holds.values() if self.is_held(h.lease, now)]
+
+    def watch_targets(self) -> list[WatchTarget]:
+        """What the watch slots follow now."""
+        return [s.target for s in self._slots if s.target is not None and not s.stopped]
+
+    def pending_releases(self) -> list[ReleaseItem]:
+        """Keys waiting for the cleaner (presumed-lost or ambiguous holds)."""
+        return list(self._pending.values())
+
+    def pending_destroys(self) -> list[str]:
+        """Sessions waiting for the cleaner to destroy them."""
+        return sorted(self._destroys)
+
+    # ================================================================== helpers
+    def _emit(self, command: Command) -> None:
+        self._out.append(command)
+
+    def _log(self, level: int, event: str, **fields: Any) -> None:
+        self._out.append(Log(level, event, fields))
+
+    def _budget(self, deadline: Deadline) -> float:
+        return deadline.budget(self._now, self.cfg.request_timeout)
+
+    def _session_valid(self) -> bool:
+        return (
+            self.session_state is SessionState.ACTIVE
+            and self._sess is not None
+            and self._sess.timer.valid(self._now)
+        )
+
+    def _set_lock(self, lock_id: int, new: LockState | None = None) -> None:
+        """Move lock ``lock_id`` to ``new``, or to what the records say, via the table."""
+        current = self._lock_states.get(lock_id, LockState.UNLOCKED)
+        if new is None:
+            new = self._derived_lock_state(lock_id, current)
+        if new is LockState.HELD and current is not LockState.ACQUIRING:
+            # Taken by a call that queued behind an earlier lease of the same Lock object.
+            current = advance(current, LockState.ACQUIRING)
+        state = advance(current, new)
+        if state is LockState.UNLOCKED:
+            self._lock_states.pop(lock_id, None)
+        else:
+            self._lock_states[lock_id] = state
+
+    def _derived_lock_state(self, lock_id: int, current: LockState) -> LockState:
+        if any(h.lock_id == lock_id for h in self._holds.values()):
+            return LockState.HELD
+        if any(r.hold.lock_id == lock_id for r in self._releases.values()):
+            return LockState.RELEASING
+        if any(a.lock_id == lock_id for a in self._attempts.values()):
+            return LockState.ACQUIRING
+        return LockState.LOST if current is LockState.LOST else LockState.UNLOCKED
+
+    def _key_busy_locally(self, key: str, actor: int | None) -> bool:
+        """Whether another local call or hold has ``key`` (so ``actor`` must queue)."""
+        owner = self._owner.get(key)
+        if owner is not None and owner != actor:
+            return True
+        if key in self._holds:
+            return True
+        if any(r.hold.lease.key == key for r in self._releases.values()):
+            return True
+        sid = self.session_id
+        return sid is not None and (key, sid) in self._inflight
+
+    # ================================================================== lifecycle
+    def _on_start(self, ev: Start) -> None:
+        if self.state is ManagerState.NEW:
+            self.state = advance(self.state, ManagerState.RUNNING)
+
+    # ================================================================== acquire
+    def _on_acquire(self, ev: AcquireRequested) -> None:
+        if self.state is ManagerState.NEW:
+            self.state = advance(self.state, ManagerState.RUNNING)
+        if self.state is not ManagerState.RUNNING:
+            self._emit(Finish(ev.actor, ManagerClosed("the LockManager is closed")))
+            return
+        a = _Attempt(
+            actor=ev.actor,
+            lock_id=ev.lock_id,
+            key=ev.key,
+            value=ev.value,
+            flags=ev.flags,
+            deadline=Deadline(ev.deadline),
+            blocking=ev.blocking,
+            planner=AcquirePlanner(
+                None if ev.deadline == INF else ev.deadline, backoff=self.cfg.window
+            ),
+            check_flags=ev.key not in self._flags_ok,
+        )
+        self._attempts[a.actor] = a
+        if self.lock_state(a.lock_id) in (LockState.UNLOCKED, LockState.LOST):
+            self._set_lock(a.lock_id, LockState.ACQUIRING)
+        self._next(a)
+
+    def _phase(self, a: _Attempt, phase: AttemptPhase) -> None:
+        a.phase = advance(a.phase, phase)
+        a.step += 1
+
+    def _wait(self, a: _Attempt, phase: AttemptPhase, until: float) -> None:
+        self._phase(a, phase)
+        self._emit(Sleep(a.actor, a.step, until))
+
+    def _next(self, a: _Attempt) -> None:
+        """Decide the next step of attempt ``a`` (which is not waiting for an answer)."""
+        if self.state is not ManagerState.RUNNING:
+            self._finish(a, ManagerClosed("the LockManager is closed"))
+            return
+        # Local exclusion: one call (or hold) per key talks to Consul; the others queue, FIFO.
+        if self._key_busy_locally(a.key, a.actor):
+            if not a.blocking:
+                self._finish(a, None)
+            elif a.deadline.expired(self._now):
+                self._timeout(a, "held by this process")
+            else:
+                q = self._queue.setdefault(a.key, deque())
+                if a.actor not in q:
+                    q.append(a.actor)
+                self._wait(a, _P.QUEUED, a.deadline.at)
+            return
+        self._owner[a.key] = a.actor
+        self._unqueue(a)
+        if a.undo is not None:
+            self._phase(a, _P.UNDOING)
+            item = ReleaseItem(a.key, a.undo, a.value, a.flags)
+            self._emit(SendRelease(a.actor, a.step, (item,), self._budget(a.deadline)))
+            return
+        if not self._session_valid():
+            self._need_session(a)
+            return
+        if a.check_flags:
+            self._phase(a, _P.READING)
+            self._emit(ReadKey(a.actor, a.step, a.key, self._budget(a.deadline)))
+            return
+        sess = self._sess
+        assert sess is not None
+        a.sid = sess.sid
+        self._phase(a, _P.SENDING)
+        self._emit(
+            SendAcquire(
+                a.actor, a.step, a.key, a.value, a.flags, sess.sid, self._budget(a.deadline)
+            )
+        )
+
+    def _unqueue(self, a: _Attempt) -> None:
+        q = self._queue.get(a.key)
+        if q is not None and a.actor in q:
+            q.remove(a.actor)
+            if not q:
+                del self._queue[a.key]
+
+    def _need_session(self, a: _Attempt) -> None:
+        if self.session_state is SessionState.ACTIVE:
+            # Past its deadline, and the renewer has not said so yet: say it now.
+            self._session_ended(LossReason.LEASE_EXPIRED, confirmed=False)
+        if self.session_state is SessionState.CREATING and self._creator != a.actor:
+            if a.deadline.expired(self._now):
+                self._timeout(a, "no session")
+            else:
+                self._wait(a, _P.WAIT_SESSION, a.deadline.at)
+            return
+        self.session_state = advance(self.session_state, SessionState.CREATING)
+        self._creator = a.actor
+        self._phase(a, _P.CREATING)
+        budget = self._budget(a.deadline)
+        if self.cfg.adopt is not None:
+            self._emit(AdoptSession(a.actor, a.step, self.cfg.adopt, budget))
+        else:
+            self._emit(CreateSession(a.actor, a.step, budget))
+
+    def _wake_session_waiters(self) -> None:
+        for other in list(self._attempts.values()):
+            if other.phase is _P.WAIT_SESSION:
+                self._next(other)
+        for actor in list(self._swaiters):
+            if actor != self._creator:
+                self._session_for(actor)
+
+    def _on_session_wanted(self, ev: SessionWanted) -> None:
+        if self.state is ManagerState.NEW:
+            self.state = advance(self.state, ManagerState.RUNNING)
+        self._swaiters[ev.actor] = (Deadline(ev.deadline), 0)
+        self._session_for(ev.actor)
+
+    def _session_for(self, actor: int) -> None:
+        """Answer a session-only call, or have it wait for, or create, the session."""
+        deadline, step = self._swaiters[actor]
+        step += 1
+        self._swaiters[actor] = (deadline, step)
+        if self.state is not ManagerState.RUNNING:
+            del self._swaiters[actor]
+            self._emit(Finish(actor, ManagerClosed("the LockManager is closed")))
+            return
+        if self._session_valid():
+            del self._swaiters[actor]
+            assert self._sess is not None
+            self._emit(Finish(actor, self._sess.sid))
+            return
+        if self.session_state is SessionState.ACTIVE:
+            self._session_ended(LossReason.LEASE_EXPIRED, confirmed=False)
+        if self.session_state is SessionState.CREATING:
+            if deadline.expired(self._now):
+                del self._swaiters[actor]
+                self._emit(Finish(actor, LockTimeout("no session in time")))
+            else:
+                self._emit(Sleep(actor, step, deadline.at))
+            return
+        self.session_state = advance(self.session_state, SessionState.CREATING)
+        self._creator = actor
+        budget = self._budget(deadline)
+        if self.cfg.adopt is not None:
+            self._emit(AdoptSession(actor, step, self.cfg.adopt, budget))
+        else:
+            self._emit(CreateSession(actor, step, budget))
+
+    def _swaiter_failed(self, actor: int, step: int, err: Exception) -> None:
+        deadline, current = self._swaiters[actor]
+        if step != current:
+            return
+        if self._creator == actor:
+            self.session_state = advance(self.session_state, SessionState.NONE)
+            self._creator = None
+        if not isinstance(err, ConsulUnavailable) or deadline.expired(self._now):
+            del self._swaiters[actor]
+            if isinstance(err, ConsulUnavailable):
+                timeout = LockTimeout(f"could not create a session in time ({err})")
+                timeout.__cause__ = err
+                err = timeout
+            self._emit(Finish(actor, err))
+        else:
+            self._emit(Sleep(actor, current, min(deadline.at, self._now + self.cfg.retry.delay(1))))
+        self._wake_session_waiters()
+
+    def _on_session_created(self, ev: SessionCreated) -> None:
+        mine = self.session_state is SessionState.CREATING and self._creator == ev.actor
+        if not mine or self.state is not ManagerState.RUNNING:
+            # Nobody waits for it any more (the caller left, the manager closes). It holds
+            # no key: destroy it.
+            if ev.owned:
+                self._destroys.add(ev.sid)
+            if mine:
+                self.session_state = advance(self.session_state, SessionState.NONE)
+                self._creator = None
+                a = self._attempts.get(ev.actor)
+                if a is not None:
+                    self._finish(a, ManagerClosed("the LockManager is closed"))
+                if self._swaiters.pop(ev.actor, None) is not None:
+                    self._emit(Finish(ev.actor, ManagerClosed("the LockManager is closed")))
+            return
+        self._creator = None
+        timer = LeaseTimer(ev.ttl, ev.started, self.cfg.renew_fraction)
+        self._sess = _Session(ev.sid, ev.owned, ev.lock_delay, timer)
+        self.session_state = advance(self.session_state, SessionState.ACTIVE)
+        self._log(
+            logging.INFO,
+            "session.created" if ev.owned else "session.adopted",
+            session_id=ev.sid,
+            ttl=ev.ttl,
+            lock_delay=ev.lock_delay,
+        )
+        self._renewer.tries = 0
+        self._schedule_renew()
+        if ev.actor in self._swaiters:
+            del self._swaiters[ev.actor]
+            self._emit(Finish(ev.actor, ev.sid))
+        a = self._attempts.get(ev.actor)
+        if a is not None and a.step == ev.step:
+            self._next(a)
+        self._wake_session_waiters()
+
+    def _on_key_read(self, ev: KeyRead) -> None:
+        a = self._attempts.get(ev.actor)
+        if a is None:
+            self._on_release_read(ev)
+            return
+        if a.step != ev.step or a.phase is not _P.READING:
+            return
+        entry = ev.entry
+        if entry is not None and entry.flags != a.flags:
+            self._finish(
+                a,
+                LockConflict(
+                    f"key {a.key!r} has flags {entry.flags:#x}, this lock uses {a.flags:#x}: "
+                    "it belongs to another kind of lock"
+                ),
+            )
+            return
+        if len(self._flags_ok) >= _CACHE_CAP:
+            self._flags_ok.clear()
+        self._flags_ok.add(a.key)
+        if a.check_flags:
+            a.check_flags = False
+            self._next(a)
+            return
+        a.read_entry, a.read_index = entry, ev.index
+        holder = entry.session if entry is not None else None
+        if holder is not None and holder not in self._holder_delays:
+            # Learn the holder's lock-delay once: it is the window after its session ends.
+            a.step += 1
+            self._emit(ReadHolder(a.actor, a.step, holder, self._budget(a.deadline)))
+            return
+        self._plan_wait(a)
+
+    def _on_holder_read(self, ev: HolderRead) -> None:
+        if len(self._holder_delays) >= _CACHE_CAP:
+            self._holder_delays.clear()
+        self._holder_delays[ev.sid] = ev.lock_delay
+        a = self._attempts.get(ev.actor)
+        if a is not None and a.step == ev.step and a.phase is _P.READING:
+            self._plan_wait(a)
+
+    def _plan_wait(self, a: _Attempt) -> None:
+        """After a refused acquire and a read of the key: wait for its holder or a window."""
+        now = self._now
+        entry = a.read_entry
+        holder = entry.session if entry is not None else None
+        if holder is not None and holder == a.sid:
+            self._next(a)  # ours after all (a race with our own cleanup): try again
+            return
+        action = a.planner.after_failure(
+            now, holder=holder, index=a.read_index, hint=self._hints.get(a.key)
+        )
+        if isinstance(action, GiveUp):
+            self._timeout(a, f"held by session {holder}" if holder else "in a lock-delay window")
+            return
+        if isinstance(action, SleepUntil):
+            if a.delay_known is None or a.delay_known != action.known:
+                a.delay_known = action.known
+                hint = self._hints.get(a.key)
+                event = LockDelayEvent(
+                    key=a.key,
+                    until=action.until,
+                    known=action.known,
+                    previous_session=hint.session_id if hint else None,
+                    wait=max(0.0, action.until - now),
+                )
+                self._log(
+                    logging.INFO,
+                    "lock.lock_delay",
+                    key=a.key,
+                    wait=round(event.wait, 3),
+                    known=action.known,
+                    previous_session=event.previous_session,
+                )
+                self._emit(Notify(event, a.lock_id))
+            self._wait(a, _P.SLEEPING, action.until)
+            return
+        a.delay_known = None
+        a.holder, a.watch_index = holder, a.read_index
+        self._wait(a, _P.WAITING, a.deadline.at)
+        if not self._follow(a.key, a.read_index):
+            # A watch covering the key has news newer than our read: the key may have
+            # changed in between. Try again rather than wait on stale news.
+            self._next(a)
+
+    def _on_txn_applied(self, ev: TxnApplied) -> None:
+        a = self._attempts.get(ev.actor)
+        if a is None or a.step != ev.step or a.phase is not _P.SENDING:
+            return
+        sid = a.sid
+        assert sid is not None
+        token = ev.entry.modify_index
+        now = self._now
+        sess = self._sess
+        if self.state is not ManagerState.RUNNING or sess is None or sess.sid != sid:
+            # The session ended (or the manager closes) while we acquired: give it back.
+            self._queue_release(ReleaseItem(a.key, sid, a.value, a.flags))
+            self._next(a)
+            return
+        if not sess.timer.valid(now):
+            self._queue_release(ReleaseItem(a.key, sid, a.value, a.flags))
+            self._session_ended(LossReason.LEASE_EXPIRED, confirmed=False)
+            self._next(a)
+            return
+        if token <= self._floor.get(a.key, 0):
+            # Our session still held the key (a loss declared on a stale read, or a release
+            # that never reached Consul), so Consul took the identical acquire as a no-op and
+            # wrote nothing: its index would repeat a token. Give the key back, then take it.
+            self._log(logging.INFO, "lock.reacquire_without_write", key=a.key, session_id=sid)
+            a.undo = sid
+            self._phase(a, _P.UNDOING)
+            item = ReleaseItem(a.key, sid, a.value, a.flags)
+            self._emit(SendRelease(a.actor, a.step, (item,), self._budget(a.deadline)))
+            return
+        lease = Lease(
+            key=a.key,
+            session_id=sid,
+            fencing_token=token,
+            value=a.value,
+            acquired_at=now,
+            flags=a.flags,
+        )
+        self._pending.pop((a.key, sid), None)
+        self._owner.pop(a.key, None)
+        self._holds[a.key] = _Hold(lease, a.lock_id, token)
+        self._floor[a.key] = token
+        self._hints.pop(a.key, None)
+        self._phase(a, _P.DONE)
+        del self._attempts[a.actor]
+        self._set_lock(a.lock_id, LockState.HELD)
+        self._log(logging.INFO, "lock.acquired", key=a.key, session_id=sid, fencing_token=token)
+        self._emit(Finish(a.actor, lease))
+        self._follow(a.key, token)
+
+    def _on_txn_refused(self, ev: TxnRefused) -> None:
+        a = self._attempts.get(ev.actor)
+        if a is None or a.step != ev.step or a.phase is not _P.SENDING:
+            return
+        if self.state is not ManagerState.RUNNING:
+            self._finish(a, ManagerClosed("the LockManager is closed"))
+        elif not a.blocking:
+            self._finish(a, None)
+        else:
+            self._phase(a, _P.READING)
+            self._emit(ReadKey(a.actor, a.step, a.key, self._budget(a.deadline)))
+
+    def _on_request_failed(self, ev: RequestFailed) -> None:
+        if ev.actor == CLEANER or (ev.actor == self._closer and self._closer is not None):
+            self._releaser_failed(ev)
+            return
+        if not isinstance(ev.actor, int):
+            return
+        if ev.actor in self._swaiters:
+            self._swaiter_failed(ev.actor, ev.step, ev.error)
+            return
+        a = self._attempts.get(ev.actor)
+        if a is None:
+            self._on_release_failed(ev)
+            return
+        if a.step != ev.step:
+            return
+        err = ev.error
+        phase = a.phase
+        if phase is _P.CREATING:
+            self.session_state = advance(self.session_state, SessionState.NONE)
+            self._creator = None
+            self._wake_session_waiters()
+        elif phase is _P.SENDING:
+            sid = a.sid
+            assert sid is not None
+            if isinstance(err, SessionNotFound):
+                if self.session_id == sid:
+                    self._session_ended(LossReason.SESSION_INVALIDATED, confirmed=True)
+                if self.cfg.adopt is not None:
+                    self._finish(a, err)
+                else:
+                    self._next(a)
+                return
+            if ev.sent and not isinstance(err, BadRequest | PermissionDenied):
+                # No answer: the acquire may have been applied. Unless this session takes the
+                # key again first, the cleaner gives it back.
+                self._queue_release(ReleaseItem(a.key, sid, a.value, a.flags))
+        elif phase is _P.READING and isinstance(err, ConsulUnavailable) and a.read_entry:
+            pass
+        if self.state is not ManagerState.RUNNING:
+            if a.undo is not None:
+                self._queue_release(ReleaseItem(a.key, a.undo, a.value, a.flags))
+            self._finish(a, ManagerClosed("the LockManager is closed"))
+            return
+        transient = isinstance(err, ConsulUnavailable) or phase is _P.UNDOING
+        if not transient:
+            self._finish(a, err)
+            return
+        if not a.blocking or a.deadline.expired(self._now):
+            if a.undo is not None:
+                self._queue_release(ReleaseItem(a.key, a.undo, a.value, a.flags))
+            if a.blocking:
+                self._timeout(a, str(err), cause=err)
+            else:
+                self._finish(a, err)
+            return
+        a.tries += 1
+        self._log(logging.WARNING, "lock.acquire_retry", key=a.key, error=str(err))
+        self._wait(a, _P.SLEEPING, min(self._now + self.cfg.retry.delay(a.tries), a.deadline.at))
+
+    def _on_woke(self, ev: Woke) -> None:
+        if ev.actor == RENEWER:
+            if ev.step == self._renewer.step:
+                self._renewer.sleeping_until = INF
+                self._renew_due()
+        elif ev.actor == CLEANER:
+            if ev.step == self._cleaner.step:
+                self._cleaner.sleeping_until = INF
+        elif self._closer is not None and ev.actor == self._closer:
+            if ev.step == self._closing.step:
+                self._closing.sleeping_until = INF
+        elif isinstance(ev.actor, int) and ev.actor in self._swaiters:
+            if self._swaiters[ev.actor][1] == ev.step:
+                self._session_for(ev.actor)
+        elif isinstance(ev.actor, int):
+            a = self._attempts.get(ev.actor)
+            if a is None or a.step != ev.step:
+                return
+            if a.phase is _P.WAITING:
+                self._timeout(a, f"held by session {a.holder}")
+            elif a.phase in (_P.SLEEPING, _P.QUEUED, _P.WAIT_SESSION):
+                self._next(a)
+
+    def _on_aborted(self, ev: AttemptAborted) -> None:
+        if self._swaiters.pop(ev.actor, None) is not None:
+            if self._creator == ev.actor:
+                self.session_state = advance(self.session_state, SessionState.NONE)
+                self._creator = None
+                self._wake_session_waiters()
+            return
+        a = self._attempts.get(ev.actor)
+        if a is None:
+            r = self._releases.pop(ev.actor, None)
+            if r is not None:
+                # The release may or may not have reached Consul: make sure it happens.
+                lease = r.hold.lease
+                self._queue_release(
+                    ReleaseItem(lease.key, lease.session_id, lease.value, lease.flags)
+                )
+                self._emit(LeaseEnded(lease, None))
+                self._set_lock(r.hold.lock_id)
+                self._wake_queue(lease.key)
+            return
+        if a.phase is _P.SENDING and a.sid is not None:
+            self._queue_release(ReleaseItem(a.key, a.sid, a.value, a.flags))
+        if a.undo is not None:
+            self._queue_release(ReleaseItem(a.key, a.undo, a.value, a.flags))
+        if a.phase is _P.CREATING:
+            self.session_state = advance(self.session_state, SessionState.NONE)
+            self._creator = None
+            self._wake_session_waiters()
+        self._finish(a, None, answer=False)
+
+    def _timeout(self, a: _Attempt, why: str, cause: Exception | None = None) -> None:
+        err = LockTimeout(f"could not acquire {a.key!r} in time ({why})")
+        err.__cause__ = cause
+        self._finish(a, err)
+
+    def _finish(self, a: _Attempt, result: Any, *, answer: bool = True) -> None:
+        """End attempt ``a`` without a hold: free its key locally and answer its caller."""
+        self._phase(a, _P.DONE)
+        del self._attempts[a.actor]
+        if self._owner.get(a.key) == a.actor:
+            del self._owner[a.key]
+        self._unqueue(a)
+        self._set_lock(a.lock_id)
+        if answer:
+            self._emit(Finish(a.actor, result))
+        self._wake_queue(a.key)
+
+    def _wake_queue(self, key: str) -> None:
+        """The key may be free locally: the first call queued for it goes on."""
+        q = self._queue.get(key)
+        while q:
+            first = self._attempts.get(q[0])
+            if first is None:
+                q.popleft()
+                continue
+            if not self._key_busy_locally(key, first.actor):
+                self._next(first)
+            return
+        self._queue.pop(key, None)
+
+    # ================================================================== release
+    def _on_release(self, ev: ReleaseRequested) -> None:
+        hold = self._holds.get(ev.key)
+        if hold is not None and (
+            hold.lock_id != ev.lock_id or (ev.lease is not None and hold.lease is not ev.lease)
+        ):
+            hold = None
+        if hold is None:
+            if ev.lease is not None and ev.lease.key in self._closed_keys:
+                self._emit(Finish(ev.actor, True))  # released by close()
+            elif self.lock_state(ev.lock_id) is LockState.LOST:
+                self._set_lock(ev.lock_id, LockState.UNLOCKED)  # the loss is acknowledged
+                self._emit(Finish(ev.actor, False))
+            elif ev.lease is not None:
+                self._emit(Finish(ev.actor, False))  # that lease ended already
+            else:
+                self._emit(Finish(ev.actor, NotHeld(f"the lock on {ev.key!r} is not held")))
+            return
+        sess = self._sess
+        if sess is None or sess.sid != hold.lease.session_id or not sess.timer.valid(self._now):
+            # Past the lease deadline: the lock is presumed lost, whatever the server says.
+            self._session_ended(LossReason.LEASE_EXPIRED, confirmed=False)
+            if self.lock_state(ev.lock_id) is LockState.LOST:
+                self._set_lock(ev.lock_id, LockState.UNLOCKED)
+            self._emit(Finish(ev.actor, False))
+            return
+        lease = hold.lease
+        del self._holds[lease.key]
+        r = _Release(ev.actor, hold, step=1)
+        self._releases[ev.actor] = r
+        self._set_lock(hold.lock_id, LockState.RELEASING)
+        item = ReleaseItem(lease.key, lease.session_id, lease.value, lease.flags)
+        self._emit(SendRelease(ev.actor, r.step, (item,), self.cfg.request_timeout))
+
+    def _release_done(self, r: _Release, result: bool, reason: LossReason | None) -> None:
+        del self._releases[r.actor]
+        lease = r.hold.lease
+        if reason is None:
+            self._log(logging.INFO, "lock.released", key=lease.key, session_id=lease.session_id)
+            self._emit(LeaseEnded(lease, None))
+            self._set_lock(r.hold.lock_id)
+        else:
+            self._set_lock(r.hold.lock_id, LockState.LOST)
+            self._announce_loss(r.hold, reason)
+            self._set_lock(r.hold.lock_id)
+            if self.lock_state(r.hold.lock_id) is LockState.LOST:
+                self._set_lock(r.hold.lock_id, LockState.UNLOCKED)  # reported to the caller
+        self._emit(Finish(r.actor, result))
+        self._wake_queue(lease.key)
+
+    def _on_release_answered(self, ev: ReleaseAnswered) -> None:
+        if ev.actor == CLEANER or (ev.actor == self._closer and self._closer is not None):
+            self._releaser_answered(ev)
+            return
+        if not isinstance(ev.actor, int):
+            return
+        a = self._attempts.get(ev.actor)
+        if a is not None:
+            if a.step == ev.step and a.phase is _P.UNDOING:
+                a.undo = None
+                self._next(a)
+            return
+        r = self._releases.get(ev.actor)
+        if r is None or r.step != ev.step:
+            return
+        outcome = ev.outcomes[0]
+        if outcome == "released":
+            self._release_done(r, True, None)
+        elif outcome == "session_gone":
+            sid = r.hold.lease.session_id
+            self._release_done(r, False, LossReason.SESSION_INVALIDATED)
+            if self.session_id == sid:
+                self._session_ended(LossReason.SESSION_INVALIDATED, confirmed=True)
+        else:
+            # Consul says our session did not hold the key: the hold was already gone.
+            # Read the key (from the leader) to say why.
+            r.reading = True
+            r.step += 1
+            self._emit(ReadKey(r.actor, r.step, r.hold.lease.key, self.cfg.request_timeout, True))
+
+    def _on_release_read(self, ev: KeyRead) -> None:
+        r = self._releases.get(ev.actor)
+        if r is None or r.step != ev.step or not r.reading:
+            return
+        e = ev.entry
+        reason = classify_loss(
+            r.hold.lease.session_id, e.session if e else None, e is not None, True
+        )
+        self._release_done(r, False, reason or LossReason.RELEASED_BY_OTHER)
+
+    def _on_release_failed(self, ev: RequestFailed) -> None:
+        r = self._releases.get(ev.actor) if isinstance(ev.actor, int) else None
+        if r is None or r.step != ev.step:
+            return
+        lease = r.hold.lease
+        if r.reading:
+            self._release_done(r, False, LossReason.RELEASED_BY_OTHER)
+            return
+        if isinstance(ev.error, SessionNotFound):
+            self._release_done(r, False, LossReason.SESSION_INVALIDATED)
+            return
+        # Unavailable, or refused mid leader change: the cleaner keeps trying in the
+        # background; release() itself does not fail (the key is given up either way).
+        self._queue_release(ReleaseItem(lease.key, lease.session_id, lease.value, lease.flags))
+        self._log(
+            logging.WARNING,
+            "lock.release_deferred",
+            key=lease.key,
+            session_id=lease.session_id,
+            error=str(ev.error),
+        )
+        del self._releases[r.actor]
+        self._emit(LeaseEnded(lease, None))
+        self._set_lock(r.hold.lock_id)
+        self._emit(Finish(r.actor, True))
+        self._wake_queue(lease.key)
+
+    # ================================================================== losses
+    def _announce_loss(self, hold: _Hold, reason: LossReason) -> None:
+        lease = hold.lease
+        self._log(
+            logging.WARNING,
+            "lock.lost",
+            key=lease.key,
+            session_id=lease.session_id,
+            reason=reason.value,
+            fencing_token=lease.fencing_token,
+        )
+        self._emit(LeaseEnded(lease, reason))
+        self._emit(Notify(LossEvent(lease.key, reason, lease, self._now), hold.lock_id))
+
+    def _lose_hold(self, hold: _Hold, reason: LossReason) -> None:
+        """One hold is gone (released, deleted or taken by someone else)."""
+        key = hold.lease.key
+        del self._holds[key]
+        if reason is not LossReason.SESSION_INVALIDATED:
+            self._hints.pop(key, None)  # no lock-delay after a release or a delete
+        self._set_lock(hold.lock_id, LockState.LOST)
+        self._announce_loss(hold, reason)
+        self._wake_queue(key)
+
+    def _session_ended(self, reason: LossReason, *, confirmed: bool) -> None:
+        """The session is over: every hold of it is lost.
+
+        Args:
+            reason: What was observed.
+            confirmed: Whether the server said the session is gone. If not, it may still
+                hold our keys: they are released and the session destroyed in the
+                background, so that nobody waits on locks nobody uses.
+        """
+        sess = self._sess
+        if sess is None or self.session_state is not SessionState.ACTIVE:
+            return
+        now = self._now
+        reason = settle_reason(reason, sess.timer.valid(now))
+        self.session_state = advance(self.session_state, SessionState.NONE)
+        self._sess = None
+        lost = [h for h in self._holds.values() if h.lease.session_id == sess.sid]
+        self._log(
+            logging.WARNING,
+            "session.lost",
+            session_id=sess.sid,
+            reason=reason.value,
+            locks=len(lost),
+        )
+        for h in lost:
+            lease = h.lease
+            del self._holds[lease.key]
+            self._hints[lease.key] = DelayHint(now, sess.lock_delay, sess.sid)
+            if not confirmed:
+                self._queue_release(ReleaseItem(lease.key, sess.sid, lease.value, lease.flags))
+            self._set_lock(h.lock_id, LockState.LOST)
+            self._announce_loss(h, reason)
+        if not confirmed and sess.owned:
+            self._destroys.add(sess.sid)
+        self._renewer.step += 1
+        self._renewer.sleeping_until = INF
+        for h in lost:
+            self._wake_queue(h.lease.key)
+
+    # ================================================================== renewer
+    def _schedule_renew(self) -> None:
+        sess = self._sess
+        if sess is None or sess.timer.ttl is None or sess.renewing:
+            return
+        timer = sess.timer
+        assert timer.ttl is not None
+        at = min(timer.started + timer.ttl * timer.renew_fraction, timer.deadline)
+        w = self._renewer
+        w.step += 1
+        w.sleeping_until = at
+        self._emit(Sleep(RENEWER, w.step, at))
+
+    def _renew_due(self) -> None:
+        sess = self._sess
+        if (
+            sess is None
+            or self.session_state is not SessionState.ACTIVE
+            or self.state is not ManagerState.RUNNING
+        ):
+            return
+        now = self._now
+        timer = sess.timer
+        ttl = timer.ttl
+        if ttl is None:
+            return
+        if not timer.valid(now):
+            self._session_ended(LossReason.LEASE_EXPIRED, confirmed=False)
+        elif now >= timer.started + ttl * timer.renew_fraction:
+            sess.renewing = True
+            self._emit(Renew(sess.sid, timer.deadline))
+        else:
+            self._schedule_renew()
+
+    def _on_renew_answered(self, ev: RenewAnswered) -> None:
+        sess = self._sess
+        if sess is None or sess.sid != ev.sid:
+            return
+        sess.renewing = False
+        if not sess.timer.valid(self._now):
+            # The deadline passed before the answer: the loss stands (it was due then).
+            self._session_ended(LossReason.LEASE_EXPIRED, confirmed=False)
+            return
+        if ev.gone:
+            self._session_ended(LossReason.SESSION_INVALIDATED, confirmed=True)
+            return
+        if ev.started is not None:
+            sess.timer.renewed(ev.started, ev.ttl)
+            self._renewer.tries = 0
+            self._log(logging.DEBUG, "session.renewed", session_id=ev.sid, ttl=ev.ttl)
+            self._schedule_renew()
+            return
+        self._log(logging.WARNING, "session.renew_failed", session_id=ev.sid, error=str(ev.error))
+        # Nothing worked before the renew loop stopped (a refusal that retrying at once
+        # does not heal): pause, then try again; the lease deadline still rules.
+        w = self._renewer
+        w.tries += 1
+        w.step += 1
+        w.sleeping_until = min(self._now + self.cfg.retry.delay(w.tries), sess.timer.deadline)
+        self._emit(Sleep(RENEWER, w.step, w.sleeping_until))
+
+    # ================================================================== watches
+    def _follow(self, key: str, known: int) -> bool:
+        """Make sure a watch follows ``key``, whose state we know as of index ``known``.
+
+        Returns False when a watch already covers the key but has seen past ``known``
+        (news about the key may have gone by before we cared): the caller looks again.
+        """
+        if self.state is not ManagerState.RUNNING:
+            return True
+        for slot in self._slots:
+            if slot.target is not None and not slot.stopped and slot.target.covers(key):
+                slot.unused_since = None
+                if slot.seen > known:
+                    # Its answers since ``known`` were read before this key mattered:
+                    # follow again from ``known`` so nothing in between goes unseen.
+                    slot.index = min(slot.index, known) if slot.index else known
+                    self._refresh(slot)
+                return True
+        self._replan()
+        return True
+
+    def _wanted_keys(self) -> dict[str, int]:
+        """Keys to follow, each with the index its state is known at."""
+        sid = self.session_id
+        keys = {k: h.key_index for k, h in self._holds.items() if h.lease.session_id == sid}
+        for a in self._attempts.values():
+            if a.phase is _P.WAITING:
+                keys[a.key] = min(keys.get(a.key, a.watch_index), a.watch_index)
+        return keys
+
+    def _replan(self) -> None:
+        """Choose the watch targets afresh and hand them to the slots (a slot that keeps
+        its target keeps its query)."""
+        wanted = self._wanted_keys()
+        targets = plan_watches(wanted, self.cfg.watch_budget)
+        self._planned_keys = len(wanted)
+        kept = {s.target for s in self._slots if s.target in targets and not s.stopped}
+        fresh = [t for t in targets if t not in kept]
+        for slot in self._slots:
+            if slot.target in kept or slot.stopped:
+                continue
+            if fresh:
+                self._retarget(slot, fresh.pop(0), wanted)
+            elif slot.target is not None:
+                self._retarget(slot, None, wanted)
+        for target in fresh:
+            slot = _Slot(len(self._slots))
+            self._slots.append(slot)
+            self._retarget(slot, target, wanted)
+
+    def _retarget(self, slot: _Slot, target: WatchTarget | None, wanted: dict[str, int]) -> None:
+        known = [i for k, i in wanted.items() if target is not None and target.covers(k)]
+        slot.target = target
+        slot.index = min(known) if known else 0
+        slot.seen = 0
+        slot.unused_since = None
+        self._refresh(slot)
+
+    def _refresh(self, slot: _Slot) -> None:
+        """Start the slot's query afresh (a new generation cuts short the running one)."""
+        slot.gen += 1
+        slot.failures = 0
+        self._emit(Watch(slot.n, slot.gen, slot.target, slot.index, self.cfg.watch_wait, self._now))
+
+    def _slot(self, n: int, gen: int) -> _Slot | None:
+        if n >= len(self._slots):
+            return None
+        slot = self._slots[n]
+        if slot.gen != gen or slot.stopped or slot.target is None:
+            return None
+        return slot
+
+    def _rewatch(self, slot: _Slot, delay: float) -> None:
+        self._emit(
+            Watch(slot.n, slot.gen, slot.target, slot.index, self.cfg.watch_wait, self._now + delay)
+        )
+
+    def _on_watch_saw(self, ev: WatchSaw) -> None:
+        slot = self._slot(ev.slot, ev.gen)
+        if slot is None:
+            return
+        target = slot.target
+        assert target is not None
+        slot.failures = 0
+        slot.index = next_index(slot.index, ev.index)
+        slot.seen = max(slot.seen, ev.index)
+        entries = {e.key: e for e in ev.entries}
+        now = self._now
+        used = False
+        # Calls waiting for a key another session holds: go again when its holder changed.
+        for a in list(self._attempts.values()):
+            if a.phase is not _P.WAITING or not target.covers(a.key):
+                continue
+            used = True
+            if ev.index <= a.watch_index:
+                continue
+            e = entries.get(a.key)
+            current = e.session if e is not None else None
+            if current != a.holder:
+                if current is None and a.holder is not None:
+                    self._hints[a.key] = DelayHint(now, self._holder_delays.get(a.holder), a.holder)
+                self._next(a)
+        # Our holds: a key missing, or carrying another session (or none), is a suspect.
+        sid = self.session_id
+        suspects: list[str] = []
+        for k, h in self._holds.items():
+            if h.lease.session_id != sid or not target.covers(k):
+                continue
+            used = True
+            e = entries.get(k)
+            if ev.index >= h.key_index and (e is None or e.session != sid):
+                suspects.append(k)
+            elif e is not None and e.session == sid and e.modify_index > h.key_index:
+                # Someone rewrote the key and left our session on it: Consul still counts it
+                # ours, so fenced writes follow its new index.
+                h.key_index = e.modify_index
+        if suspects and sid is not None:
+            # A default-consistency read can be stale while a deposed leader still answers:
+            # read the suspects again from the leader, and renew, before deciding anything.
+            self._emit(Confirm(slot.n, slot.gen, sid, tuple(suspects), self.cfg.request_timeout))
+            return
+        if not used:
+            if slot.unused_since is None:
+                slot.unused_since = now
+            elif now - slot.unused_since >= _LINGER:
+                slot.target = None
+                self._refresh(slot)  # idle
+                return
+        else:
+            slot.unused_since = None
+        self._rewatch(slot, self.cfg.watch_coalesce)
+
+    def _on_watch_failed(self, ev: WatchFailed) -> None:
+        slot = self._slot(ev.slot, ev.gen)
+        if slot is None:
+            return
+        assert slot.target is not None
+        slot.failures += 1
+        slot.index = 0
+        self._log(
+            logging.DEBUG,
+            "watch.retry",
+            target=slot.target.path,
+            error=str(ev.error),
+            failures=slot.failures,
+        )
+        self._rewatch(slot, self.cfg.retry.delay(slot.failures))
+
+    def _on_confirmed(self, ev: Confirmed) -> None:
+        sess = self._sess
+        now = self._now
+        if sess is not None and sess.sid == ev.sid and ev.alive and sess.timer.valid(now):
+            sess.timer.renewed(ev.started, ev.ttl)
+        slot = self._slot(ev.slot, ev.gen)
+        if sess is None or sess.sid != ev.sid:
+            if slot is not None:
+                self._rewatch(slot, 0.0)
+            return
+        if ev.alive is False:
+            self._session_ended(LossReason.SESSION_INVALIDATED, confirmed=True)
+        elif ev.alive is None or not ev.entries:
+            # Undecided (Consul unreachable): look again after a pause; the lease deadline
+            # bounds how long the holds are believed meanwhile.
+            if slot is not None:
+                slot.failures += 1
+                slot.index = 0
+                self._rewatch(slot, self.cfg.retry.delay(slot.failures))
+            return
+        elif not sess.timer.valid(now):
+            self._session_ended(LossReason.LEASE_EXPIRED, confirmed=False)
+        else:
+            for key, fresh in ev.entries.items():
+                hold = self._holds.get(key)
+                if hold is None or hold.lease.session_id != ev.sid:
+                    continue
+                reason = classify_loss(
+                    ev.sid, fresh.session if fresh else None, fresh is not None, True
+                )
+                if reason is not None:
+                    self._lose_hold(hold, reason)
+        if self._slot(ev.slot, ev.gen) is slot and slot is not None:
+            self._rewatch(slot, self.cfg.watch_coalesce)
+
+    # ================================================================== cleaner
+    def _queue_release(self, item: ReleaseItem) -> None:
+        hold = self._holds.get(item.key)
+        if hold is not None and hold.lease.session_id == item.sid:
+            return  # held again by the same session: nothing to give back
+        self._pending[(item.key, item.sid)] = item
+
+    def _blocked(self, key: str, sid: str) -> bool:
+        """Whether releasing (key, sid) now could undo a local acquire of the key by ``sid``."""
+        owner = self._owner.get(key)
+        if owner is not None:
+            a = self._attempts.get(owner)
+            if a is not None and a.phase in (_P.SENDING, _P.UNDOING) and a.sid == sid:
+                return True
+        return (key, sid) in self._inflight
+
+    def _batch(self) -> tuple[ReleaseItem, ...]:
+        items: list[ReleaseItem] = []
+        for (key, sid), item in list(self._pending.items()):
+            hold = self._holds.get(key)
+            if hold is not None and hold.lease.session_id == sid:
+                del self._pending[(key, sid)]
+                continue
+            if self._blocked(key, sid):
+                continue
+            items.append(item)
+            if len(items) == MAX_TXN_OPS:
+                break
+        return tuple(items)
+
+    def _destroyable(self) -> str | None:
+        busy = {sid for (_, sid) in self._pending} | {sid for (_, sid) in self._inflight}
+        for sid in sorted(self._destroys - self._destroying):
+            if sid not in busy and sid != self.session_id:
+                return sid
+        return None
+
+    def _start_work(self, w: _Worker, actor: Actor, deadline: Deadline) -> bool:
+        """Give worker ``w`` (the cleaner or the closer) its next release or destroy."""
+        batch = self._batch()
+        if batch:
+            w.busy, w.batch = True, batch
+            w.step += 1
+            self._inflight.update((it.key, it.sid) for it in batch)
+            self._emit(SendRelease(actor, w.step, batch, self._budget(deadline)))
+            return True
+        sid = self._destroyable()
+        if sid is not None:
+            w.busy, w.batch = True, ()
+            w.step += 1
+            self._destroying.add(sid)
+            self._emit(Destroy(actor, w.step, sid, self._budget(deadline)))
+            return True
+        return False
+
+    def _kick_cleaner(self) -> None:
+        w = self._cleaner
+        if w.busy or w.sleeping_until != INF or self.state is ManagerState.CLOSED:
+            return
+        self._start_work(w, CLEANER, Deadline())
+
+    def _worker(self, actor: Actor) -> _Worker:
+        return self._cleaner if actor == CLEANER else self._closing
+
+    def _releaser_answered(self, ev: ReleaseAnswered) -> None:
+        w = self._worker(ev.actor)
+        if ev.step != w.step or not w.busy:
+            return
+        batch, w.batch, w.busy, w.tries = w.batch, (), False, 0
+        closing = ev.actor != CLEANER
+        for item, outcome in zip(batch, ev.outcomes, strict=False):
+            self._inflight.discard((item.key, item.sid))
+            self._pending.pop((item.key, item.sid), None)
+            if outcome == "released":
+                self._log(
+                    logging.INFO,
+                    "lock.released" if closing else "lock.cleanup_released",
+                    key=item.key,
+                    session_id=item.sid,
+                )
+            self._wake_queue(item.key)
+        for item in batch[len(ev.outcomes) :]:
+            self._inflight.discard((item.key, item.sid))
+
+    def _pause(self, w: _Worker, actor: Actor, error: Exception) -> None:
+        w.tries += 1
+        self._log(logging.INFO, "cleanup.retry", error=str(error), tries=w.tries)
+        if actor == CLEANER:
+            w.step += 1
+            w.sleeping_until = self._now + self.cfg.cleanup.delay(w.tries)
+            self._emit(Sleep(CLEANER, w.step, w.sleeping_until))
+        else:
+            w.pause_until = self._now + self.cfg.retry.delay(w.tries)
+
+    def _releaser_failed(self, ev: RequestFailed) -> None:
+        w = self._worker(ev.actor)
+        if ev.step != w.step or not w.busy:
+            return
+        for item in w.batch:
+            self._inflight.discard((item.key, item.sid))
+        w.batch, w.busy = (), False
+        self._pause(w, ev.actor, ev.error)
+
+    def _on_destroy_answered(self, ev: DestroyAnswered) -> None:
+        w = self._worker(ev.actor)
+        if ev.step != w.step or not w.busy:
+            return
+        w.busy = False
+        self._destroying.discard(ev.sid)
+        if ev.error is None:
+            w.tries = 0
+            self._destroys.discard(ev.sid)
+            self._log(logging.INFO, "session.destroyed", session_id=ev.sid)
+        elif isinstance(ev.error, ConsulUnavailable):
+            self._pause(w, ev.actor, ev.error)
+        else:
+            self._destroys.discard(ev.sid)
+            self._log(
+                logging.WARNING, "session.destroy_failed", session_id=ev.sid, error=str(ev.error)
+            )
+
+    # ================================================================== close
+    def _on_close(self, ev: CloseRequested) -> None:
+        if self.state in (ManagerState.CLOSING, ManagerState.CLOSED):
+            self._emit(Finish(ev.actor, None))
+            return
+        self.state = advance(self.state, ManagerState.CLOSING)
+        self._closer = ev.actor
+        self._close_deadline = Deadline(ev.deadline)
+        for a in list(self._attempts.values()):
+            if a.phase in (_P.CREATING, _P.READING, _P.SENDING, _P.UNDOING):
+                self._emit(Interrupt(a.actor))  # its failure answer finishes it
+            else:
+                self._finish(a, ManagerClosed("the LockManager is closed"))
+        for actor in list(self._swaiters):
+            if actor == self._creator:
+                self._emit(Interrupt(actor))
+            else:
+                del self._swaiters[actor]
+                self._emit(Finish(actor, ManagerClosed("the LockManager is closed")))
+        for hold in list(self._holds.values()):
+            lease = hold.lease
+            del self._holds[lease.key]
+            self._pending[(lease.key, lease.session_id)] = ReleaseItem(
+                lease.key, lease.session_id, lease.value, lease.flags
+            )
+            self._closed_keys.add(lease.key)
+            self._emit(LeaseEnded(lease, None))
+            self._set_lock(hold.lock_id, LockState.RELEASING)
+            self._set_lock(hold.lock_id)
+        sess = self._sess
+        if sess is not None:
+            if sess.owned:
+                self._destroys.add(sess.sid)
+            self.session_state = advance(self.session_state, SessionState.NONE)
+            self._sess = None
+        self._emit(Stop(RENEWER))
+        for slot in self._slots:
+            slot.stopped = True
+            self._emit(Stop(("watch", slot.n)))
+
+    def _close_progress(self) -> None:
+        """Drive the close: wait for calls in flight, release, destroy, then finish."""
+        closer = self._closer
+        w = self._closing
+        if closer is None or w.busy:
+            return
+        now = self._now
+        dl = self._close_deadline
+        if dl.expired(now):
+            self._close_finish(timed_out=True)
+            return
+        until = dl.at
+        if w.pause_until > now:
+            until = w.pause_until
+        elif not (self._attempts or self._releases or self._swaiters) and self._start_work(
+            w, closer, dl
+        ):
+            w.sleeping_until = INF
+            return
+        elif not (self._attempts or self._releases or self._pending or self._inflight) and not (
+            self._destroys or self._destroying
+        ):
+            self._close_finish(timed_out=False)
+            return
+        # Wait: for calls in flight to answer, the cleaner's request, or a pause to end.
+        if w.sleeping_until != until:
+            w.step += 1
+            w.sleeping_until = until
+            self._emit(Sleep(closer, w.step, until))
+
+    def _close_finish(self, *, timed_out: bool) -> None:
+        closer = self._closer
+        assert closer is not None
+        if timed_out and (self._pending or self._destroys):
+            self._log(
+                logging.WARNING,
+                "manager.close_timeout",
+                keys_left=sorted(k for (k, _) in self._pending),
+                sessions_left=sorted(self._destroys),
+            )
+        self.state = advance(self.state, ManagerState.CLOSED)
+        self._closer = None
+        self._emit(Stop(CLEANER))
+        self._emit(Finish(closer, None))
+
+    # ================================================================== misc
+    def _on_value_written(self, ev: ValueWritten) -> None:
+        hold = self._holds.get(ev.lease.key)
+        if hold is not None and hold.lease is ev.lease:
+            hold.key_index = max(hold.key_index, ev.index)
+            # A later no-op re-acquire would hand this index out as a token: forbid it.
+            self._floor[ev.lease.key] = max(self._floor.get(ev.lease.key, 0), ev.index)
+
+
+_HANDLERS: dict[type, Callable[[LockMachine, Any], None]] = {
+    Start: LockMachine._on_start,
+    AcquireRequested: LockMachine._on_acquire,
+    SessionWanted: LockMachine._on_session_wanted,
+    SessionCreated: LockMachine._on_session_created,
+    KeyRead: LockMachine._on_key_read,
+    HolderRead: LockMachine._on_holder_read,
+    TxnApplied: LockMachine._on_txn_applied,
+    TxnRefused: LockMachine._on_txn_refused,
+    RequestFailed: LockMachine._on_request_failed,
+    Woke: LockMachine._on_woke,
+    AttemptAborted: LockMachine._on_aborted,
+    ReleaseRequested: LockMachine._on_release,
+    ReleaseAnswered: LockMachine._on_release_answered,
+    RenewAnswered: LockMachine._on_renew_answered,
+    WatchSaw: LockMachine._on_watch_saw,
+    WatchFailed: LockMachine._on_watch_failed,
+    Confirmed: LockMachine._on_confirmed,
+    DestroyAnswered: LockMachine._on_destroy_answered,
+    CloseRequested: LockMachine._on_close,
+    ValueWritten: LockMachine._on_value_written,
+}
