@@ -148,7 +148,7 @@ def test_exit_codes_match_the_child_module() -> None:
 
 
 def test_python_dash_m_entry_point_exists() -> None:
-    main_py = Path(cli.__file__).with_name("__main__.py").read_text(encoding="utf-8")
+    main_py = Path(cli.__file__).parent.with_name("__main__.py").read_text(encoding="utf-8")
     assert "from locksmith._cli import main" in main_py
 
 
