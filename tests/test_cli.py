@@ -82,11 +82,19 @@ def _walk(
                 yield from _walk(sub, (*path, name))
 
 
-def _options(parser: argparse.ArgumentParser) -> list[str]:
-    return [opt for a in parser._actions for opt in a.option_strings if opt not in ("-h", "--help")]
+def _options(parser: argparse.ArgumentParser, *, shown: bool = False) -> list[str]:
+    """Option strings of ``parser`` (``shown``: only those its ``--help`` lists)."""
+    return [
+        opt
+        for a in parser._actions
+        if not (shown and a.help == argparse.SUPPRESS)
+        for opt in a.option_strings
+        if opt not in ("-h", "--help")
+    ]
 
 
 COMMANDS = [path for path, _ in _walk(cli.build_parser())]
+GLOBAL_OPTIONS = [o for o in _options(cli.build_parser()) if o != "--version"]
 
 
 def test_parser_has_every_command() -> None:
@@ -113,13 +121,55 @@ def test_help_of_every_command_is_complete(
     parser = dict(_walk(cli.build_parser()))[path]
     assert cli.main([*path, "--help"]) == 0
     out = capsys.readouterr().out
-    for opt in _options(parser):
+    for opt in _options(parser, shown=True):
         assert opt in out, f"{opt} missing from `locksmith {' '.join(path)} --help`"
     assert "examples:" in out
     assert "exit codes:" in out
     for code in ("64", "66", "69", "77"):
         assert f"\n  {code} " in out
     assert parser.description and parser.description.splitlines()[0] in out
+
+
+def test_top_level_help_lists_the_global_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert {"--address", "--token", "--ca-file", "--dc", "--log-format", "-q"} <= set(
+        GLOBAL_OPTIONS
+    )
+    for opt in GLOBAL_OPTIONS:
+        assert f"  {opt}" in out or f", {opt}" in out, f"{opt} not described by locksmith --help"
+    assert "CONSUL_HTTP_ADDR" in out
+
+
+@pytest.mark.parametrize("path", COMMANDS[1:], ids=" ".join)
+def test_command_help_shows_only_its_own_options_and_points_to_the_global_ones(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    described = {line.split()[0].rstrip(",") for line in out.splitlines() if line.startswith("  -")}
+    for opt in GLOBAL_OPTIONS:
+        assert f"[{opt}" not in out, f"{opt} in the usage of `locksmith {' '.join(path)}`"
+        assert opt not in described, f"{opt} repeated by `locksmith {' '.join(path)} --help`"
+    pointers = [line for line in out.splitlines() if line.startswith("global options")]
+    assert len(pointers) == 1
+    assert "'locksmith --help'" in pointers[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--address", "h:1", "-v", "sessions", "list"],
+        ["sessions", "--address", "h:1", "-v", "list"],
+        ["sessions", "list", "--address", "h:1", "-v"],
+        ["locks", "p/", "--address", "h:1", "-v"],
+        ["run", "--address", "h:1", "-v", "p", "true"],
+        ["leader", "k", "--address", "h:1", "--verbose"],
+    ],
+)
+def test_global_options_are_accepted_before_and_after_the_command(argv: list[str]) -> None:
+    args = cli.build_parser().parse_args(argv)
+    assert (args.address, args.verbose) == ("h:1", 1)
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "locksmith")

@@ -29,7 +29,14 @@ from locksmith._cli._output import PROG, err
 from locksmith._durations import parse_duration
 from locksmith._exceptions import ValidationError
 
-__all__ = ["COMMAND_PATHS", "ENV_TEXT", "Handler", "build_parser", "split_command"]
+__all__ = [
+    "COMMAND_PATHS",
+    "ENV_TEXT",
+    "GLOBAL_OPTIONS_POINTER",
+    "Handler",
+    "build_parser",
+    "split_command",
+]
 
 #: A command's code: the parsed arguments in, the exit status out.
 Handler = Callable[[argparse.Namespace], int]
@@ -46,6 +53,11 @@ COMMAND_PATHS = (
     "run",
     "elect",
     "leader",
+)
+
+#: The line each command's ``--help`` shows instead of repeating the global options.
+GLOBAL_OPTIONS_POINTER = (
+    f"global options (--address, --token, TLS, --dc, -v, -q...) work here too: see '{PROG} --help'"
 )
 
 ENV_TEXT = """\
@@ -109,60 +121,73 @@ def _positive_int(text: str) -> int:
 
 
 # -- option groups -------------------------------------------------------------------------
-def _global_options() -> argparse.ArgumentParser:
-    """Options accepted before or after the command (``default=SUPPRESS`` merges both)."""
+def _global_options(*, shown: bool) -> argparse.ArgumentParser:
+    """Options accepted before or after the command (``default=SUPPRESS`` merges both).
+
+    ``locksmith --help`` lists them (``shown``); each command's parser accepts them as well,
+    with their help suppressed so that its ``--help`` shows only its own options and
+    :data:`GLOBAL_OPTIONS_POINTER`.
+    """
     g = argparse.ArgumentParser(add_help=False)
     s = argparse.SUPPRESS
+
+    def h(text: str) -> str:
+        return text if shown else s
+
     conn = g.add_argument_group("connection options (fall back to Consul's environment variables)")
     conn.add_argument(
         "--address",
         metavar="ADDR",
         default=s,
-        help="Consul HTTP API: host:port or http(s)://host:port "
-        "(env CONSUL_HTTP_ADDR; default 127.0.0.1:8500)",
+        help=h(
+            "Consul HTTP API: host:port or http(s)://host:port "
+            "(env CONSUL_HTTP_ADDR; default 127.0.0.1:8500)"
+        ),
     )
     conn.add_argument(
         "--token",
         metavar="TOKEN",
         default=s,
-        help="ACL token (env CONSUL_HTTP_TOKEN); never printed. Prefer --token-file: "
-        "arguments are visible to other local users",
+        help=h(
+            "ACL token (env CONSUL_HTTP_TOKEN); never printed. Prefer --token-file: "
+            "arguments are visible to other local users"
+        ),
     )
     conn.add_argument(
         "--token-file",
         metavar="PATH",
         default=s,
-        help="file holding the ACL token (env CONSUL_HTTP_TOKEN_FILE)",
+        help=h("file holding the ACL token (env CONSUL_HTTP_TOKEN_FILE)"),
     )
     conn.add_argument(
         "--ca-file",
         metavar="PATH",
         default=s,
-        help="PEM bundle of CAs to verify Consul's certificate (env CONSUL_CACERT)",
+        help=h("PEM bundle of CAs to verify Consul's certificate (env CONSUL_CACERT)"),
     )
     conn.add_argument(
         "--ca-path",
         metavar="DIR",
         default=s,
-        help="directory of CA certificates (env CONSUL_CAPATH)",
+        help=h("directory of CA certificates (env CONSUL_CAPATH)"),
     )
     conn.add_argument(
         "--client-cert",
         metavar="PATH",
         default=s,
-        help="client certificate for mutual TLS (env CONSUL_CLIENT_CERT)",
+        help=h("client certificate for mutual TLS (env CONSUL_CLIENT_CERT)"),
     )
     conn.add_argument(
         "--client-key",
         metavar="PATH",
         default=s,
-        help="client key for mutual TLS (env CONSUL_CLIENT_KEY)",
+        help=h("client key for mutual TLS (env CONSUL_CLIENT_KEY)"),
     )
     conn.add_argument(
         "--tls-server-name",
         metavar="NAME",
         default=s,
-        help="host name to verify Consul's certificate against (env CONSUL_TLS_SERVER_NAME)",
+        help=h("host name to verify Consul's certificate against (env CONSUL_TLS_SERVER_NAME)"),
     )
     conn.add_argument(
         "--datacenter",
@@ -170,28 +195,28 @@ def _global_options() -> argparse.ArgumentParser:
         dest="datacenter",
         metavar="DC",
         default=s,
-        help="datacenter to query (default: the agent's)",
+        help=h("datacenter to query (default: the agent's)"),
     )
     out = g.add_argument_group("logging options")
     out.add_argument(
         "--log-format",
         choices=("console", "json"),
         default=s,
-        help="format of log lines on stderr (default: console)",
+        help=h("format of log lines on stderr (default: console)"),
     )
     out.add_argument(
         "-v",
         "--verbose",
         action="count",
         default=s,
-        help="more log output (-v: info, -vv: debug) and tracebacks on errors",
+        help=h("more log output (-v: info, -vv: debug) and tracebacks on errors"),
     )
     out.add_argument(
         "-q",
         "--quiet",
         action="store_true",
         default=s,
-        help="only errors on stderr (no warnings, no waiting status)",
+        help=h("only errors on stderr (no warnings, no waiting status)"),
     )
     return g
 
@@ -311,8 +336,11 @@ def _run_options(p: argparse.ArgumentParser, *, semaphore: bool) -> None:
     )
 
 
-def _epilog(examples: str) -> str:
-    return f"examples:\n{examples.rstrip()}\n\n{EXIT_CODES_TEXT}\n{ENV_TEXT}"
+def _epilog(examples: str, *, top: bool = False) -> str:
+    """Examples and exit codes; the top level adds the environment, commands the pointer."""
+    if top:
+        return f"examples:\n{examples.rstrip()}\n\n{EXIT_CODES_TEXT}\n{ENV_TEXT}"
+    return f"{GLOBAL_OPTIONS_POINTER}\n\nexamples:\n{examples.rstrip()}\n\n{EXIT_CODES_TEXT}"
 
 
 def _require_subcommand(parser: argparse.ArgumentParser) -> Handler:
@@ -347,14 +375,15 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
         if handlers is not None:
             p.set_defaults(handler=handlers[path])
 
-    common = _global_options()
+    hidden = _global_options(shown=False)
     parser = _Parser(
         prog=PROG,
         formatter_class=_Formatter,
-        parents=[common],
+        parents=[_global_options(shown=True)],
         description=(
             "Distributed locks, semaphores and leader election on Consul sessions.\n\n"
-            "Global options may come before or after the command."
+            "The global options below may come before or after the command. Each command's\n"
+            f"help ({PROG} COMMAND --help) lists only its own options."
         ),
         epilog=_epilog(
             "  locksmith sessions list\n"
@@ -362,7 +391,8 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
             "  locksmith run jobs/nightly -- ./nightly-report.sh\n"
             "  locksmith run -n 3 --timeout 30s jobs/encoders -- ffmpeg -i in.mp4 out.webm\n"
             "  locksmith elect service/web/leader --value host-a:8080 -- ./serve\n"
-            "  locksmith leader service/web/leader --watch"
+            "  locksmith leader service/web/leader --watch",
+            top=True,
         ),
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
@@ -377,7 +407,7 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
             description=f"{summary}\n\n{description}".rstrip(),
             epilog=_epilog(examples),
             formatter_class=_Formatter,
-            parents=[common],
+            parents=[hidden],
         )
         return p
 
