@@ -297,10 +297,37 @@ def test_verbose_adds_traceback_but_never_the_token(
 
 def test_malformed_address_is_one_line_without_traceback(run: Run) -> None:
     code, out, err = run("--address", "http://[::1", "sessions", "list", address=False)
-    assert code in (1, 78)  # 78 once the address parser reports a ConfigurationError
+    assert code == 78
     assert out == ""
     assert err.count("\n") == 1
     assert err.startswith("locksmith: error: ")
+
+
+@pytest.mark.parametrize("address", ["nonsense:::1", "::1", "bad host:8500", "host/path:8500"])
+@pytest.mark.parametrize("source", ["option", "environment"])
+def test_unparseable_address_is_a_configuration_error(
+    run: Run, monkeypatch: pytest.MonkeyPatch, address: str, source: str
+) -> None:
+    # The host part is neither an IP address nor a DNS name: nothing to connect to (78),
+    # not an unreachable Consul (69) nor an unexpected error (1).
+    if source == "option":
+        code, out, err = run("--address", address, "sessions", "list", address=False)
+    else:
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", address)
+        code, out, err = run("locks", address=False)
+    assert code == 78, err
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("locksmith: error: address: cannot parse ")
+    assert repr(address) in err
+    assert ("--address" if source == "option" else "CONSUL_HTTP_ADDR") in err
+
+
+@pytest.mark.parametrize("address", ["[::1]:1", ":::1", "localhost:1", "consul_server-1.:1"])
+def test_well_formed_addresses_are_not_configuration_errors(run: Run, address: str) -> None:
+    code, _, err = run("--address", address, "sessions", "list", address=False)
+    assert code == 69, err
+    assert "cannot reach Consul" in err
 
 
 def test_unreadable_token_file_is_a_configuration_error(run: Run, tmp_path: Path) -> None:

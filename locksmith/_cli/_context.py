@@ -10,6 +10,9 @@ keyword arguments.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +22,7 @@ import structlog
 from locksmith._cli._exit import CLIError
 from locksmith._cli._logging import Redactor
 from locksmith._client import Consul
+from locksmith._exceptions import ConfigurationError
 from locksmith._validate import Consistency
 
 __all__ = ["Context", "ctx", "read_kwargs", "set_ctx"]
@@ -49,8 +53,43 @@ class Context:
             tls_server_name=getattr(a, "tls_server_name", None),
         )
         self.redactor.add(client.config.token)
+        try:
+            _check_host(client.config.host, getattr(a, "address", None))
+        except ConfigurationError:
+            client.close()
+            raise
         log.debug("cli.consul", address=client.config.url, dc=client.config.datacenter)
         return client
+
+
+#: A DNS name: labels of letters, digits, '-' and '_' (compose service names), dot-separated.
+_HOST_NAME = re.compile(r"\w[\w-]*(?:\.\w[\w-]*)*\.?")
+
+
+def _check_host(host: str, option: str | None) -> None:
+    """Refuse a Consul address whose host is neither an IP address nor a DNS name.
+
+    The connection settings split ``host:port`` at the last colon and accept any host, so
+    ``nonsense:::1`` became host ``nonsense::`` and failed later as a DNS error (exit 69,
+    "unavailable") instead of the configuration error it is (exit 78).
+    """
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return
+    if ":" not in host and _HOST_NAME.fullmatch(host):
+        return
+    given = (
+        f"--address {option!r}"
+        if option is not None
+        else f"CONSUL_HTTP_ADDR {os.environ.get('CONSUL_HTTP_ADDR', '')!r}"
+    )
+    hint = " (write an IPv6 address in brackets, e.g. [::1]:8500)" if ":" in host else ""
+    raise ConfigurationError(
+        f"address: cannot parse {given}: {host!r} is neither a host name nor an IP address{hint}"
+    )
 
 
 _CTX: threading.local = threading.local()
