@@ -447,6 +447,30 @@ def test_sessions_create_info_list_node_renew_destroy(
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize("json_output", [False, True])
+def test_sessions_destroy_of_an_unknown_session_is_not_found(
+    run: Run, consul: Consul, json_output: bool
+) -> None:
+    gone = consul.sessions.create(name=unique("cli-gone"))
+    consul.sessions.destroy(gone)
+    for sid in (str(uuid.uuid4()), gone):  # never existed; already destroyed
+        code, out, err = run("sessions", "destroy", sid, *(["--json"] if json_output else []))
+        assert code == 66, (out, err)
+        assert err == f"locksmith: error: session {sid} not found\n"
+        if json_output:
+            assert json.loads(out) == {"id": sid, "destroyed": False}
+        else:
+            assert out == ""
+
+
+def test_sessions_destroy_json(run: Run, consul: Consul) -> None:
+    sid = consul.sessions.create(name=unique("cli-destroy"))
+    code, out, _ = run("sessions", "destroy", sid, "--json")
+    assert code == 0
+    assert json.loads(out) == {"id": sid, "destroyed": True}
+    assert consul.sessions.info(sid) is None
+
+
 def test_sessions_create_checks_options(run: Run, consul: Consul, sessions_made: list[str]) -> None:
     code, out, _ = run("sessions", "create", "--checks", "serfHealth")
     assert code == 0

@@ -531,8 +531,11 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
         ssub,
         "destroy",
         "Destroy a session; its keys are released or deleted per its behavior.",
-        "PUT /v1/session/destroy/ID. Destroying a session that does not exist succeeds, as in\n"
-        "Consul. Keys it held enter their lock-delay window.",
+        "PUT /v1/session/destroy/ID. Keys the session held enter their lock-delay window.\n"
+        "Consul answers true for a session that does not exist, so locksmith looks it up\n"
+        f"first (GET /v1/session/info/ID) and exits {EXIT_NOT_FOUND} when there is none (with\n"
+        '--json it also prints {"id": ID, "destroyed": false}). Note: with ACLs, a live\n'
+        "session the token may not read looks the same.",
         "  locksmith sessions destroy 0b9e6b8a-7f0a-4a3c-9d7e-0c3c2f6a1e55",
     )
     p.add_argument("session_id", metavar="ID", help="session ID (UUID)")

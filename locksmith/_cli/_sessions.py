@@ -115,8 +115,16 @@ def cmd_renew(args: argparse.Namespace) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    """``sessions destroy ID``."""
+    """``sessions destroy ID``: exits EXIT_NOT_FOUND when there is no such session.
+
+    Consul answers ``true`` to destroying a session that does not exist (a typo, or one
+    already gone), so the session is looked up first.
+    """
     with ctx().consul() as consul:
+        if consul.sessions.info(args.session_id) is None:
+            if args.json:
+                print_json({"id": args.session_id, "destroyed": False})
+            raise CLIError(f"session {args.session_id} not found", EXIT_NOT_FOUND)
         consul.sessions.destroy(args.session_id)
     if args.json:
         print_json({"id": args.session_id, "destroyed": True})
