@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK: argcomplete's global completion looks for this marker.
 """The ``locksmith`` command line: sessions, locks, ``run``, ``elect`` and ``leader``.
 
 The console script ``locksmith = "locksmith._cli:main"`` and ``python -m locksmith`` both
@@ -11,7 +12,9 @@ higher ones:
 - ``_context``: the running command's settings and its Consul client; the read options.
 - ``_sessions``, ``_locks``, ``_run`` (``run`` and ``elect``), ``_leader``: one module per
   command, built on the modules above.
-- this ``__init__``: wires the command modules to the parser, and :func:`main`.
+- this ``__init__``: wires the command modules to the parser, and :func:`main`, which
+  hands the parser to argcomplete when a shell asks for completions (``_ARGCOMPLETE`` in
+  the environment, and argcomplete installed: ``pip install consul-locksmith[completion]``).
 
 This package is the only place where locksmith configures logging (structlog, to stderr):
 the library itself never does. The ACL token is never printed: it is redacted from log
@@ -141,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     head, tail = split_command(raw)
     parser = build_parser()
+    if argv is None and "_ARGCOMPLETE" in os.environ:
+        _complete(parser)
     try:
         args = parser.parse_args(head)
     except SystemExit as exc:
@@ -187,6 +192,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             structlog.configure(**old_config)
         else:
             structlog.reset_defaults()
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer a shell's completion request (argcomplete prints the candidates and exits).
+
+    Only called when the shell's completion function set ``_ARGCOMPLETE``, so an ordinary
+    run never imports argcomplete; without argcomplete installed, the command just runs.
+    """
+    try:
+        import argcomplete  # noqa: PLC0415 - optional, and only while completing
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
 
 
 def _report(exc: BaseException, verbose: int, redactor: Redactor, prefix: str = "") -> None:
