@@ -2,7 +2,8 @@
 
 :func:`main` stores a :class:`Context` (the parsed arguments, the token redactor, the
 verbosity) for the running thread; commands get the Consul client from it, built from the
-global options with Consul's environment variables as fallback. :func:`read_kwargs` turns
+global options with Consul's environment variables as fallback, its address's host checked
+(an unparseable address is a configuration error, exit 78). :func:`read_kwargs` turns
 the read options (``--index``, ``--wait``, ``--stale``/``--consistent``) into the client's
 keyword arguments.
 """
