@@ -82,11 +82,19 @@ def _walk(
                 yield from _walk(sub, (*path, name))
 
 
-def _options(parser: argparse.ArgumentParser) -> list[str]:
-    return [opt for a in parser._actions for opt in a.option_strings if opt not in ("-h", "--help")]
+def _options(parser: argparse.ArgumentParser, *, shown: bool = False) -> list[str]:
+    """Option strings of ``parser`` (``shown``: only those its ``--help`` lists)."""
+    return [
+        opt
+        for a in parser._actions
+        if not (shown and a.help == argparse.SUPPRESS)
+        for opt in a.option_strings
+        if opt not in ("-h", "--help")
+    ]
 
 
 COMMANDS = [path for path, _ in _walk(cli.build_parser())]
+GLOBAL_OPTIONS = [o for o in _options(cli.build_parser()) if o != "--version"]
 
 
 def test_parser_has_every_command() -> None:
@@ -113,13 +121,55 @@ def test_help_of_every_command_is_complete(
     parser = dict(_walk(cli.build_parser()))[path]
     assert cli.main([*path, "--help"]) == 0
     out = capsys.readouterr().out
-    for opt in _options(parser):
+    for opt in _options(parser, shown=True):
         assert opt in out, f"{opt} missing from `locksmith {' '.join(path)} --help`"
     assert "examples:" in out
     assert "exit codes:" in out
     for code in ("64", "66", "69", "77"):
         assert f"\n  {code} " in out
     assert parser.description and parser.description.splitlines()[0] in out
+
+
+def test_top_level_help_lists_the_global_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert {"--address", "--token", "--ca-file", "--dc", "--log-format", "-q"} <= set(
+        GLOBAL_OPTIONS
+    )
+    for opt in GLOBAL_OPTIONS:
+        assert f"  {opt}" in out or f", {opt}" in out, f"{opt} not described by locksmith --help"
+    assert "CONSUL_HTTP_ADDR" in out
+
+
+@pytest.mark.parametrize("path", COMMANDS[1:], ids=" ".join)
+def test_command_help_shows_only_its_own_options_and_points_to_the_global_ones(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    described = {line.split()[0].rstrip(",") for line in out.splitlines() if line.startswith("  -")}
+    for opt in GLOBAL_OPTIONS:
+        assert f"[{opt}" not in out, f"{opt} in the usage of `locksmith {' '.join(path)}`"
+        assert opt not in described, f"{opt} repeated by `locksmith {' '.join(path)} --help`"
+    pointers = [line for line in out.splitlines() if line.startswith("global options")]
+    assert len(pointers) == 1
+    assert "'locksmith --help'" in pointers[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--address", "h:1", "-v", "sessions", "list"],
+        ["sessions", "--address", "h:1", "-v", "list"],
+        ["sessions", "list", "--address", "h:1", "-v"],
+        ["locks", "p/", "--address", "h:1", "-v"],
+        ["run", "--address", "h:1", "-v", "p", "true"],
+        ["leader", "k", "--address", "h:1", "--verbose"],
+    ],
+)
+def test_global_options_are_accepted_before_and_after_the_command(argv: list[str]) -> None:
+    args = cli.build_parser().parse_args(argv)
+    assert (args.address, args.verbose) == ("h:1", 1)
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "locksmith")
@@ -148,7 +198,7 @@ def test_exit_codes_match_the_child_module() -> None:
 
 
 def test_python_dash_m_entry_point_exists() -> None:
-    main_py = Path(cli.__file__).with_name("__main__.py").read_text(encoding="utf-8")
+    main_py = Path(cli.__file__).parent.with_name("__main__.py").read_text(encoding="utf-8")
     assert "from locksmith._cli import main" in main_py
 
 
@@ -247,10 +297,37 @@ def test_verbose_adds_traceback_but_never_the_token(
 
 def test_malformed_address_is_one_line_without_traceback(run: Run) -> None:
     code, out, err = run("--address", "http://[::1", "sessions", "list", address=False)
-    assert code in (1, 78)  # 78 once the address parser reports a ConfigurationError
+    assert code == 78
     assert out == ""
     assert err.count("\n") == 1
     assert err.startswith("locksmith: error: ")
+
+
+@pytest.mark.parametrize("address", ["nonsense:::1", "::1", "bad host:8500", "host/path:8500"])
+@pytest.mark.parametrize("source", ["option", "environment"])
+def test_unparseable_address_is_a_configuration_error(
+    run: Run, monkeypatch: pytest.MonkeyPatch, address: str, source: str
+) -> None:
+    # The host part is neither an IP address nor a DNS name: nothing to connect to (78),
+    # not an unreachable Consul (69) nor an unexpected error (1).
+    if source == "option":
+        code, out, err = run("--address", address, "sessions", "list", address=False)
+    else:
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", address)
+        code, out, err = run("locks", address=False)
+    assert code == 78, err
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("locksmith: error: address: cannot parse ")
+    assert repr(address) in err
+    assert ("--address" if source == "option" else "CONSUL_HTTP_ADDR") in err
+
+
+@pytest.mark.parametrize("address", ["[::1]:1", ":::1", "localhost:1", "consul_server-1.:1"])
+def test_well_formed_addresses_are_not_configuration_errors(run: Run, address: str) -> None:
+    code, _, err = run("--address", address, "sessions", "list", address=False)
+    assert code == 69, err
+    assert "cannot reach Consul" in err
 
 
 def test_unreadable_token_file_is_a_configuration_error(run: Run, tmp_path: Path) -> None:
@@ -368,6 +445,30 @@ def test_sessions_create_info_list_node_renew_destroy(
     assert code == 66
     assert out == ""
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_sessions_destroy_of_an_unknown_session_is_not_found(
+    run: Run, consul: Consul, json_output: bool
+) -> None:
+    gone = consul.sessions.create(name=unique("cli-gone"))
+    consul.sessions.destroy(gone)
+    for sid in (str(uuid.uuid4()), gone):  # never existed; already destroyed
+        code, out, err = run("sessions", "destroy", sid, *(["--json"] if json_output else []))
+        assert code == 66, (out, err)
+        assert err == f"locksmith: error: session {sid} not found\n"
+        if json_output:
+            assert json.loads(out) == {"id": sid, "destroyed": False}
+        else:
+            assert out == ""
+
+
+def test_sessions_destroy_json(run: Run, consul: Consul) -> None:
+    sid = consul.sessions.create(name=unique("cli-destroy"))
+    code, out, _ = run("sessions", "destroy", sid, "--json")
+    assert code == 0
+    assert json.loads(out) == {"id": sid, "destroyed": True}
+    assert consul.sessions.info(sid) is None
 
 
 def test_sessions_create_checks_options(run: Run, consul: Consul, sessions_made: list[str]) -> None:
