@@ -8,6 +8,7 @@ from locksmith._client import Consul
 from locksmith._clock import Clock, FakeClock, SystemClock
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
 from locksmith._config import ConnectionConfig
+from locksmith._core import WatchTarget
 from locksmith._durations import format_duration, parse_duration
 from locksmith._election import Election, LeaderInfo, LeadershipEvent
 from locksmith._endpoints import KVStore, Sessions
@@ -32,6 +33,7 @@ from locksmith._exceptions import (
 )
 from locksmith._lease import Lease, LockDelayEvent, LossEvent
 from locksmith._lock import Lock
+from locksmith._machine import ManagerSnapshot
 from locksmith._manager import LockManager
 from locksmith._models import KVEntry, QueryMeta, QueryResult, ServiceCheck, Session
 from locksmith._registration import Registration
@@ -74,6 +76,7 @@ __all__ = [
     "LossEvent",
     "LossReason",
     "ManagerClosed",
+    "ManagerSnapshot",
     "ManagerState",
     "NotHeld",
     "PermissionDenied",
@@ -90,6 +93,7 @@ __all__ = [
     "SystemClock",
     "TLSError",
     "ValidationError",
+    "WatchTarget",
     "format_duration",
     "parse_duration",
     "run_exclusive",

@@ -57,7 +57,7 @@ from locksmith._exceptions import (
     SessionNotFound,
 )
 from locksmith._lease import Lease, LockDelayEvent, LossEvent
-from locksmith._machine import LockMachine, MachineConfig
+from locksmith._machine import LockMachine, MachineConfig, ManagerSnapshot
 from locksmith._models import KVEntry
 from locksmith._protocol import (
     Actor,
@@ -282,6 +282,11 @@ class Engine:
         """Every lease held now."""
         with self._mu:
             return self._machine.held_leases(self.clock.monotonic())
+
+    def snapshot(self) -> ManagerSnapshot:
+        """See :meth:`LockMachine.snapshot`."""
+        with self._mu:
+            return self._machine.snapshot(self.clock.monotonic())
 
     def machine_view(self) -> LockMachine:
         """The machine (for tests and diagnostics: read it, never change it)."""

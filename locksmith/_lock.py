@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import math
 import threading
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -20,7 +21,8 @@ from locksmith._deadline import Deadline
 from locksmith._engine import Engine
 from locksmith._exceptions import LockLost, SessionNotFound, ValidationError
 from locksmith._lease import Lease, LossEvent
-from locksmith._protocol import AcquireRequested, ReleaseRequested, ValueWritten
+from locksmith._models import TxnOutcome
+from locksmith._protocol import AcquireRequested, KeyWritten, ReleaseRequested
 from locksmith._states import LockState, LossReason
 from locksmith._validate import check_callback, check_key, check_timeout, check_txn_value
 
@@ -44,6 +46,8 @@ class Lock:
         self._callbacks: list[Callable[[LossEvent], object]] = []
         self._id = engine.register_lock(self)
         self._local = threading.local()
+        #: Every lease this Lock handed out (weakly): release and fenced writes take no other.
+        self._leases: weakref.WeakSet[Lease] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"<Lock {self.key!r} {self.state.value}>"
@@ -94,8 +98,12 @@ class Lock:
         return self._engine.ended(lease)
 
     def _check_lease(self, lease: object) -> Lease:
-        if not isinstance(lease, Lease) or lease.key != self.key:
-            raise ValidationError("lease", f"must be a Lease of {self.key!r}, got {lease!r}")
+        if not isinstance(lease, Lease) or (
+            lease not in self._leases and self._engine.lease_of(self._id, self.key) is not lease
+        ):
+            raise ValidationError(
+                "lease", f"must be a Lease this Lock on {self.key!r} handed out, got {lease!r}"
+            )
         return lease
 
     # -- acquire -------------------------------------------------------------------------
@@ -141,6 +149,8 @@ class Lock:
                 actor, self._id, self.key, self.value, self.flags, deadline.at, blocking
             ),
         )
+        if lease is not None:
+            self._leases.add(lease)
         return lease
 
     # -- release -------------------------------------------------------------------------
@@ -172,9 +182,10 @@ class Lock:
         """Write ``key`` only while the lease is still held, atomically.
 
         The write is one transaction that also checks, on the server, that the lock key
-        still carries this lease's session and has not been written since this lease's
-        own last write (a later acquisition, even by the same session, changes that). It
-        is refused locally once the lease deadline has passed.
+        still carries this lease's session and has not been acquired again since (a later
+        acquisition changes the key's index, even by the same session). It is refused
+        locally once the lease deadline has passed, or once this lease is not the lock's
+        current one.
 
         Args:
             key: The key to write.
@@ -191,41 +202,16 @@ class Lock:
         key = check_key(key)
         data = check_txn_value(value)
         lease = self._check_lease(lease) if lease is not None else self.lease
-        engine = self._engine
-        fence = engine.fence(lease) if lease is not None else None
-        if lease is None or fence is None:
-            raise LockLost(f"fenced write to {key!r}: the lock on {self.key!r} is not held")
-        key_index, remaining = fence
-        ops: list[dict[str, Any]] = [
-            {"KV": {"Verb": "check-index", "Key": self.key, "Index": key_index}},
-            {"KV": {"Verb": "check-session", "Key": self.key, "Session": lease.session_id}},
-            {"KV": {"Verb": "set", "Key": key, "Value": base64.b64encode(data).decode()}},
-        ]
-        timeout = Deadline.after(engine.clock.monotonic(), remaining).budget(
-            engine.clock.monotonic(), engine.consul.config.timeout
-        )
-        try:
-            out = engine.consul.kv.txn(
-                ops, operation="kv.fenced_put", resource=key, timeout=timeout
-            )
-        except SessionNotFound as exc:
-            raise LockLost(
-                f"fenced write to {key!r} refused: session {lease.session_id} is gone"
-            ) from exc
-        if not out.ok:
-            raise LockLost(
-                f"fenced write to {key!r} refused: the lock on {self.key!r} is no longer held "
-                f"by this lease (token {lease.fencing_token}): {'; '.join(out.errors)}"
-            )
-        entry = out.entries[2] if len(out.entries) > 2 else None
+        write = {"KV": {"Verb": "set", "Key": key, "Value": base64.b64encode(data).decode()}}
+        out = self._guarded(lease, write, "kv.fenced_put", f"fenced write to {key!r}")
+        entry = out.entries[-1] if out.entries else None
         return entry.modify_index if entry is not None else out.index
 
     def rewrite(self, value: bytes | str, *, lease: Lease | None = None) -> int:
         """Change the key's value while holding it (an election's proclaim).
 
-        One transaction re-acquires the key with the new value, only if it still carries
-        this lease's session and has not been written since this lease's last write, so a
-        lock lost in between is never silently taken again.
+        One transaction re-acquires the key with the new value, under the same checks as
+        :meth:`fenced_put`, so a lock lost in between is never silently taken again.
 
         Returns:
             The key's new ModifyIndex (the fencing token stays the acquisition's).
@@ -236,42 +222,66 @@ class Lock:
         """
         data = check_txn_value(value)
         lease = self._check_lease(lease) if lease is not None else self.lease
-        engine = self._engine
-        fence = engine.fence(lease) if lease is not None else None
-        if lease is None or fence is None:
-            raise LockLost(f"cannot rewrite {self.key!r}: the lock is not held")
-        key_index, remaining = fence
-        ops = [
-            {"KV": {"Verb": "check-index", "Key": self.key, "Index": key_index}},
-            {
-                "KV": {
-                    "Verb": "lock",
-                    "Key": self.key,
-                    "Value": base64.b64encode(data).decode(),
-                    "Flags": self.flags,
-                    "Session": lease.session_id,
-                }
-            },
-        ]
-        now = engine.clock.monotonic()
-        timeout = Deadline.after(now, remaining).budget(now, engine.consul.config.timeout)
-        try:
-            out = engine.consul.kv.txn(
-                ops, operation="kv.rewrite", resource=self.key, timeout=timeout
-            )
-        except SessionNotFound as exc:
-            raise LockLost(
-                f"cannot rewrite {self.key!r}: session {lease.session_id} is gone"
-            ) from exc
-        entry = out.entries[1] if out.ok and len(out.entries) > 1 else None
-        if entry is None:
-            raise LockLost(
-                f"cannot rewrite {self.key!r}: it is no longer held by this lease "
-                f"({'; '.join(out.errors)})"
-            )
+        op = {
+            "KV": {
+                "Verb": "lock",
+                "Key": self.key,
+                "Value": base64.b64encode(data).decode(),
+                "Flags": self.flags,
+            }
+        }
+        out = self._guarded(lease, op, "kv.rewrite", f"rewrite of {self.key!r}")
+        entry = out.entries[-1] if out.entries else None
+        if entry is None:  # pragma: no cover - Consul answers a lock op with its entry
+            raise LockLost(f"rewrite of {self.key!r}: Consul's answer had no entry")
         self.value = data
-        engine.handle(ValueWritten(lease, entry.modify_index, data))
+        assert lease is not None
+        self._engine.handle(KeyWritten(lease, entry.modify_index))
         return entry.modify_index
+
+    def _guarded(
+        self, lease: Lease | None, op: dict[str, Any], operation: str, what: str
+    ) -> TxnOutcome:
+        """Run ``op`` in one transaction with the lease's checks (see :meth:`fenced_put`).
+
+        If the only failed check is the index and the key still carries our session, someone
+        rewrote the key without taking it (a plain PUT keeps the session): Consul still counts
+        the lock ours, so the key's new index is adopted and the write tried again, while
+        this lease is still the lock's current one.
+        """
+        engine = self._engine
+        for _ in range(3):
+            fence = engine.fence(lease) if lease is not None else None
+            if lease is None or fence is None:
+                raise LockLost(f"{what}: the lock on {self.key!r} is not held")
+            key_index, remaining = fence
+            if op["KV"]["Verb"] == "lock":
+                op["KV"]["Session"] = lease.session_id
+            ops: list[dict[str, Any]] = [
+                {"KV": {"Verb": "check-index", "Key": self.key, "Index": key_index}},
+                {"KV": {"Verb": "check-session", "Key": self.key, "Session": lease.session_id}},
+                op,
+            ]
+            now = engine.clock.monotonic()
+            timeout = Deadline.after(now, remaining).budget(now, engine.consul.config.timeout)
+            try:
+                out = engine.consul.kv.txn(
+                    ops, operation=operation, resource=self.key, timeout=timeout
+                )
+                if out.ok:
+                    return out
+                if not all("index check" in e for e in out.errors):
+                    break
+                entry = engine.consul.kv.get(self.key, consistency="consistent", timeout=timeout)
+            except SessionNotFound as exc:
+                raise LockLost(f"{what} refused: session {lease.session_id} is gone") from exc
+            if entry is None or entry.session != lease.session_id:
+                break
+            engine.handle(KeyWritten(lease, entry.modify_index))
+        raise LockLost(
+            f"{what} refused: the lock on {self.key!r} is no longer held by this lease "
+            f"(token {lease.fencing_token if lease else None})"
+        )
 
     def on_end(
         self, hook: Callable[[LossReason | None], object], lease: Lease | None = None

@@ -52,6 +52,7 @@ from locksmith._exceptions import (
     NotHeld,
     PermissionDenied,
     SessionNotFound,
+    TLSError,
 )
 from locksmith._lease import Lease, LockDelayEvent, LossEvent
 from locksmith._models import KVEntry, next_index
@@ -74,6 +75,7 @@ from locksmith._protocol import (
     HolderRead,
     Interrupt,
     KeyRead,
+    KeyWritten,
     LeaseEnded,
     Log,
     Notify,
@@ -94,7 +96,6 @@ from locksmith._protocol import (
     Stop,
     TxnApplied,
     TxnRefused,
-    ValueWritten,
     Watch,
     WatchFailed,
     WatchSaw,
@@ -109,7 +110,7 @@ from locksmith._states import (
     advance,
 )
 
-__all__ = ["MAX_TXN_OPS", "LockMachine", "MachineConfig"]
+__all__ = ["MAX_TXN_OPS", "LockMachine", "MachineConfig", "ManagerSnapshot"]
 
 #: Consul 1.8 takes at most 64 operations per transaction.
 MAX_TXN_OPS = 64
@@ -118,6 +119,34 @@ _CACHE_CAP = 4096
 
 INF = float("inf")
 _P = AttemptPhase
+
+
+@dataclass(frozen=True)
+class ManagerSnapshot:
+    """What a manager holds, waits for and follows at one instant (for tests, metrics and
+    troubleshooting).
+
+    Attributes:
+        state: The manager's lifecycle state.
+        session_id: Its session (None: none now).
+        held: Keys held now.
+        waiting: Keys that calls wait for while another session holds them.
+        sleeping: Keys that calls wait for in a lock-delay window or a retry pause.
+        queued: Keys that calls wait for behind another call or hold of this process.
+        watches: What the watch queries follow.
+        pending_releases: Keys the cleaner still has to give back.
+        pending_destroys: Sessions the cleaner still has to destroy.
+    """
+
+    state: ManagerState
+    session_id: str | None
+    held: tuple[str, ...]
+    waiting: tuple[str, ...]
+    sleeping: tuple[str, ...]
+    queued: tuple[str, ...]
+    watches: tuple[WatchTarget, ...]
+    pending_releases: tuple[str, ...]
+    pending_destroys: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -348,6 +377,21 @@ class LockMachine:
         """What the watch slots follow now."""
         return [s.target for s in self._slots if s.target is not None and not s.stopped]
 
+    def snapshot(self, now: float) -> ManagerSnapshot:
+        """What the manager holds, waits for and follows now."""
+        calls = sorted(self._attempts.values(), key=lambda a: a.actor)
+        return ManagerSnapshot(
+            state=self.state,
+            session_id=self.session_id,
+            held=tuple(sorted(lease.key for lease in self.held_leases(now))),
+            waiting=tuple(a.key for a in calls if a.phase is _P.WAITING),
+            sleeping=tuple(a.key for a in calls if a.phase is _P.SLEEPING),
+            queued=tuple(a.key for a in calls if a.phase is _P.QUEUED),
+            watches=tuple(self.watch_targets()),
+            pending_releases=tuple(sorted(k for (k, _) in self._pending)),
+            pending_destroys=tuple(sorted(self._destroys)),
+        )
+
     def pending_releases(self) -> list[ReleaseItem]:
         """Keys waiting for the cleaner (presumed-lost or ambiguous holds)."""
         return list(self._pending.values())
@@ -565,7 +609,7 @@ class LockMachine:
         if self._creator == actor:
             self.session_state = advance(self.session_state, SessionState.NONE)
             self._creator = None
-        if not isinstance(err, ConsulUnavailable) or deadline.expired(self._now):
+        if not _transient(err) or deadline.expired(self._now):
             del self._swaiters[actor]
             if isinstance(err, ConsulUnavailable):
                 timeout = LockTimeout(f"could not create a session in time ({err})")
@@ -802,7 +846,7 @@ class LockMachine:
                 self._queue_release(ReleaseItem(a.key, a.undo, a.value, a.flags))
             self._finish(a, ManagerClosed("the LockManager is closed"))
             return
-        transient = isinstance(err, ConsulUnavailable) or phase is _P.UNDOING
+        transient = _transient(err) or phase is _P.UNDOING
         if not transient:
             self._finish(a, err)
             return
@@ -1532,12 +1576,18 @@ class LockMachine:
         self._emit(Finish(closer, None))
 
     # ================================================================== misc
-    def _on_value_written(self, ev: ValueWritten) -> None:
+    def _on_key_written(self, ev: KeyWritten) -> None:
         hold = self._holds.get(ev.lease.key)
         if hold is not None and hold.lease is ev.lease:
             hold.key_index = max(hold.key_index, ev.index)
             # A later no-op re-acquire would hand this index out as a token: forbid it.
             self._floor[ev.lease.key] = max(self._floor.get(ev.lease.key, 0), ev.index)
+
+
+def _transient(err: Exception) -> bool:
+    """Whether retrying may help: Consul unreachable or busy, but not a TLS failure (a
+    certificate problem does not heal by waiting)."""
+    return isinstance(err, ConsulUnavailable) and not isinstance(err, TLSError)
 
 
 _HANDLERS: dict[type, Callable[[LockMachine, Any], None]] = {
@@ -1560,5 +1610,5 @@ _HANDLERS: dict[type, Callable[[LockMachine, Any], None]] = {
     Confirmed: LockMachine._on_confirmed,
     DestroyAnswered: LockMachine._on_destroy_answered,
     CloseRequested: LockMachine._on_close,
-    ValueWritten: LockMachine._on_value_written,
+    KeyWritten: LockMachine._on_key_written,
 }

@@ -27,7 +27,7 @@ from locksmith._engine import Engine, SessionSpec
 from locksmith._exceptions import ValidationError
 from locksmith._lease import Lease, LockDelayEvent, LossEvent
 from locksmith._lock import Lock
-from locksmith._machine import MachineConfig
+from locksmith._machine import MachineConfig, ManagerSnapshot
 from locksmith._ports import Closable
 from locksmith._protocol import SessionWanted
 from locksmith._registration import Registration
@@ -200,6 +200,15 @@ class LockManager:
         """The session in use now (None before the first acquire or after a loss)."""
         return self._engine.session_id
 
+    @property
+    def session_ids(self) -> frozenset[str]:
+        """The sessions this manager uses now: its own, and its companion's (the
+        ``Behavior=delete`` session of registrations and semaphores), if they exist."""
+        with self._recipes_lock:
+            companion = self._companion
+        ids = {self.current_session_id, companion.current_session_id if companion else None}
+        return frozenset(sid for sid in ids if sid)
+
     def lock(self, key: str, value: bytes | str = b"", *, flags: int = 0) -> Lock:
         """Make a :class:`Lock` on ``key`` (no I/O).
 
@@ -253,6 +262,10 @@ class LockManager:
         actor = engine.new_id()
         sid: str = engine.call(actor, SessionWanted(actor, deadline.at))
         return sid
+
+    def snapshot(self) -> ManagerSnapshot:
+        """What this manager holds, waits for and follows right now (no I/O)."""
+        return self._engine.snapshot()
 
     def held_locks(self) -> list[Lease]:
         """The leases held right now."""

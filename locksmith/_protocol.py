@@ -48,6 +48,7 @@ __all__ = [
     "HolderRead",
     "Interrupt",
     "KeyRead",
+    "KeyWritten",
     "LeaseEnded",
     "Log",
     "Notify",
@@ -69,7 +70,6 @@ __all__ = [
     "Stop",
     "TxnApplied",
     "TxnRefused",
-    "ValueWritten",
     "Watch",
     "WatchFailed",
     "WatchSaw",
@@ -319,12 +319,12 @@ class CloseRequested:
 
 
 @dataclass(frozen=True, slots=True)
-class ValueWritten:
-    """The holder of ``lease`` rewrote its key (an election's proclaim) at ``index``."""
+class KeyWritten:
+    """The lease's key was written at ``index`` and still carries its session (an
+    election's proclaim, or a plain PUT by someone else that Consul lets keep the lock)."""
 
     lease: Lease
     index: int
-    value: bytes
 
 
 #: Everything the machine takes.
@@ -348,7 +348,7 @@ Event = (
     | Confirmed
     | DestroyAnswered
     | CloseRequested
-    | ValueWritten
+    | KeyWritten
 )
 
 

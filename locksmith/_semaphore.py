@@ -318,6 +318,11 @@ class Semaphore:
             ):
                 if slot.stop.is_set() or self._mgr.state is ManagerState.CLOSED:
                     return
+                if not slot.contender.held:
+                    # The contender's lease ended: its own end signal reports why, unless it
+                    # is only its deadline passing with nobody to notice yet.
+                    self._slot_ended(slot, LossReason.LEASE_EXPIRED)
+                    return
                 try:
                     state = decode_semaphore(res.value, self.lock_key, self.limit)
                 except LockConflict:

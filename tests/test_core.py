@@ -1,4 +1,5 @@
-"""Unit tests of the lock manager's pure core (``locksmith._core``) on a fake clock."""
+"""Unit tests of the pure decision helpers (``locksmith._core``), the lifecycle table
+(``locksmith._states``) and the clocks."""
 
 from __future__ import annotations
 
@@ -7,22 +8,28 @@ import threading
 import pytest
 
 from locksmith import FakeClock, LockState, LossReason, ManagerState, SystemClock
+from locksmith._backoff import Backoff
 from locksmith._core import (
     MAX_LOCK_DELAY,
     WINDOW_SLACK,
     AcquirePlanner,
     DelayHint,
     GiveUp,
-    InvalidTransition,
     LeaseTimer,
     PresumeLost,
     RenewAt,
     SleepUntil,
     WatchKey,
-    check_transition,
+    WatchTarget,
     classify_loss,
+    plan_watches,
     settle_reason,
-    watch_prefix,
+)
+from locksmith._states import (
+    AttemptPhase,
+    InvalidTransition,
+    SessionState,
+    advance,
 )
 
 SID = "11111111-1111-1111-1111-111111111111"
@@ -41,18 +48,67 @@ def test_fake_clock_moves_only_when_told() -> None:
         clock.advance(-1)
 
 
-def test_fake_clock_wait_until_jumps_unless_event_set() -> None:
+def test_fake_clock_wait_blocks_until_advanced_or_event() -> None:
     clock = FakeClock(start=0.0)
-    assert clock.wait_until(5.0) is False
-    assert clock.monotonic() == 5.0
-    assert clock.wait_until(3.0) is False  # never backwards
-    assert clock.monotonic() == 5.0
+    done: list[bool] = []
+    t = threading.Thread(target=lambda: done.append(clock.wait_until(5.0)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()  # time does not move on its own
+    clock.advance(4.0)
+    t.join(0.2)
+    assert t.is_alive()
+    clock.advance(1.0)
+    t.join(5)
+    assert done == [False] and clock.monotonic() == 5.0
     ev = threading.Event()
     ev.set()
     assert clock.wait_until(100.0, ev) is True
     assert clock.monotonic() == 5.0
-    with pytest.raises(RuntimeError):
+    assert clock.wait_until(3.0) is False  # already past
+    with pytest.raises(ValueError, match="never return"):
         clock.wait_until(float("inf"))
+
+
+def test_fake_clock_wait_on_event_is_cut_short_by_another_thread() -> None:
+    clock = FakeClock(start=0.0)
+    ev = threading.Event()
+    threading.Timer(0.05, ev.set).start()
+    assert clock.wait_until(float("inf"), ev) is True
+    assert clock.monotonic() == 0.0
+
+
+def test_fake_clock_autojump_moves_to_the_earliest_wait() -> None:
+    clock = FakeClock(start=0.0, autojump_threshold=0.2)
+    results: list[float] = []
+
+    def waiter(deadline: float) -> None:
+        clock.wait_until(deadline)
+        results.append(clock.monotonic())
+
+    threads = [threading.Thread(target=waiter, args=(d,)) for d in (30.0, 10.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert sorted(results) == [10.0, 30.0]
+
+
+def test_fake_clock_rejects_a_negative_threshold() -> None:
+    with pytest.raises(ValueError, match="autojump_threshold"):
+        FakeClock(autojump_threshold=-1)
+
+
+def test_system_clock_counts_suspended_time_where_it_can() -> None:
+    import time
+
+    clock = SystemClock()
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        assert clock.suspend_aware
+        assert abs(clock.monotonic() - time.clock_gettime(time.CLOCK_BOOTTIME)) < 1.0
+        assert clock.max_slice <= 1.0  # a resumed wait re-reads the clock within a second
+    else:  # pragma: no cover - not Linux
+        assert not clock.suspend_aware
 
 
 def test_system_clock_wait_until_infinite_returns_on_event() -> None:
@@ -168,7 +224,7 @@ def test_planner_known_window_is_cut_by_the_deadline() -> None:
 
 def test_planner_unknown_window_backs_off_exponentially() -> None:
     clock = FakeClock(start=0.0)
-    planner = AcquirePlanner(deadline=None, backoff_start=0.1, backoff_cap=1.0)
+    planner = AcquirePlanner(deadline=None, backoff=Backoff(start=0.1, cap=1.0))
     steps = []
     for _ in range(6):
         now = clock.monotonic()
@@ -193,7 +249,7 @@ def test_planner_estimate_too_short_falls_back_to_backoff() -> None:
 
 
 def test_planner_unknown_window_never_sleeps_past_the_60s_cap() -> None:
-    planner = AcquirePlanner(deadline=None, backoff_start=30.0, backoff_cap=60.0)
+    planner = AcquirePlanner(deadline=None, backoff=Backoff(start=30.0, cap=60.0))
     hint = DelayHint(since=0.0, lock_delay=None)
     action = planner.after_failure(50.0, holder=None, index=1, hint=hint)
     assert isinstance(action, SleepUntil)
@@ -201,7 +257,7 @@ def test_planner_unknown_window_never_sleeps_past_the_60s_cap() -> None:
 
 
 def test_planner_backoff_resets_when_a_holder_appears() -> None:
-    planner = AcquirePlanner(deadline=None, backoff_start=0.1, backoff_cap=10.0)
+    planner = AcquirePlanner(deadline=None, backoff=Backoff(start=0.1, cap=10.0))
     for t in range(3):
         planner.after_failure(float(t), holder=None, index=1, hint=None)
     assert isinstance(planner.after_failure(3.0, holder=SID, index=2, hint=None), WatchKey)
@@ -239,22 +295,41 @@ def test_settle_reason_prefers_lease_expired_after_the_deadline(observed: LossRe
 
 
 @pytest.mark.parametrize(
-    ("keys", "prefix"),
+    ("keys", "budget", "targets"),
     [
-        ([], ""),
-        (["a/b/c"], "a/b/"),
-        (["leader"], "leader"),
-        (["lead", "leader"], "lead"),
-        (["jobs/a", "jobs/b"], "jobs/"),
-        (["service/leader", "service/lemon"], "service/"),
-        (["a/x", "b/y"], ""),
-        ({"z/1", "z/10", "z/2"}, "z/"),
+        ([], 4, []),
+        (["a/b/c"], 4, [WatchTarget("a/b/c")]),
+        # Top-level keys with nothing in common are never merged into a watch of all of KV.
+        (["alpha-x", "beta-x"], 4, [WatchTarget("alpha-x"), WatchTarget("beta-x")]),
+        (["alpha-x", "beta-x"], 1, [WatchTarget("alpha-x"), WatchTarget("beta-x")]),
+        # Siblings share their directory; a key alone in its directory is watched alone.
+        (["jobs/a", "jobs/b", "etc/c"], 4, [WatchTarget("etc/c"), WatchTarget("jobs/", True)]),
+        # Over budget: the deepest common directory first.
+        (
+            ["x/1/a", "x/2/b", "y/3/c", "y/4/d", "z"],
+            2,
+            [WatchTarget("x/", True), WatchTarget("y/", True), WatchTarget("z")],
+        ),
+        (["alpha-x", "alpha-y", "beta"], 1, [WatchTarget("alpha-", True), WatchTarget("beta")]),
     ],
 )
-def test_watch_prefix(keys: list[str] | set[str], prefix: str) -> None:
-    result = watch_prefix(keys)
-    assert result == prefix
-    assert all(k.startswith(result) for k in keys)
+def test_plan_watches(keys: list[str], budget: int, targets: list[WatchTarget]) -> None:
+    plan = plan_watches(keys, budget)
+    assert plan == targets
+    assert all(any(t.covers(k) for t in plan) for k in keys)
+    assert all(t.path for t in plan)  # never the whole KV store
+
+
+def test_plan_watches_many_keys_in_one_directory_is_one_query() -> None:
+    keys = [f"bench/scale/k{i}" for i in range(10_000)]
+    assert plan_watches(keys, 4) == [WatchTarget("bench/scale/", True)]
+
+
+def test_plan_watches_keeps_the_budget_with_many_directories() -> None:
+    keys = [f"svc/{i % 50}/node-{i}" for i in range(5_000)]
+    plan = plan_watches(keys, 4)
+    assert len(plan) <= 4
+    assert all(any(t.covers(k) for t in plan) for k in keys)
 
 
 # --------------------------------------------------------------------------- states
@@ -266,6 +341,8 @@ _LOCK_ALLOWED = {
     (LockState.HELD, LockState.RELEASING),
     (LockState.HELD, LockState.LOST),
     (LockState.RELEASING, LockState.UNLOCKED),
+    (LockState.RELEASING, LockState.ACQUIRING),
+    (LockState.RELEASING, LockState.LOST),
     (LockState.LOST, LockState.ACQUIRING),
     (LockState.LOST, LockState.UNLOCKED),
 }
@@ -275,23 +352,49 @@ _MANAGER_ALLOWED = {
     (ManagerState.RUNNING, ManagerState.CLOSING),
     (ManagerState.CLOSING, ManagerState.CLOSED),
 }
+_SESSION_ALLOWED = {
+    (SessionState.NONE, SessionState.CREATING),
+    (SessionState.NONE, SessionState.ACTIVE),
+    (SessionState.CREATING, SessionState.ACTIVE),
+    (SessionState.CREATING, SessionState.NONE),
+    (SessionState.ACTIVE, SessionState.NONE),
+}
 
 
 @pytest.mark.parametrize("current", list(LockState))
 @pytest.mark.parametrize("new", list(LockState))
 def test_lock_transitions(current: LockState, new: LockState) -> None:
-    if (current, new) in _LOCK_ALLOWED:
-        check_transition(current, new)
+    if (current, new) in _LOCK_ALLOWED or current is new:
+        assert advance(current, new) is new
     else:
         with pytest.raises(InvalidTransition, match=f"{current.value} -> {new.value}"):
-            check_transition(current, new)
+            advance(current, new)
 
 
 @pytest.mark.parametrize("current", list(ManagerState))
 @pytest.mark.parametrize("new", list(ManagerState))
 def test_manager_transitions(current: ManagerState, new: ManagerState) -> None:
-    if (current, new) in _MANAGER_ALLOWED:
-        check_transition(current, new)
+    if (current, new) in _MANAGER_ALLOWED or current is new:
+        assert advance(current, new) is new
     else:
         with pytest.raises(InvalidTransition):
-            check_transition(current, new)
+            advance(current, new)
+
+
+@pytest.mark.parametrize("current", list(SessionState))
+@pytest.mark.parametrize("new", list(SessionState))
+def test_session_transitions(current: SessionState, new: SessionState) -> None:
+    if (current, new) in _SESSION_ALLOWED or current is new:
+        assert advance(current, new) is new
+    else:
+        with pytest.raises(InvalidTransition):
+            advance(current, new)
+
+
+@pytest.mark.parametrize("new", list(AttemptPhase))
+def test_a_finished_attempt_goes_nowhere(new: AttemptPhase) -> None:
+    if new is AttemptPhase.DONE:
+        assert advance(AttemptPhase.DONE, new) is new
+    else:
+        with pytest.raises(InvalidTransition):
+            advance(AttemptPhase.DONE, new)

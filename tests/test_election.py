@@ -100,9 +100,8 @@ def test_session_destroyed_deposes_and_run_rejoins(consul: Consul, key: str) -> 
         ea.on_deposed(deposed.append)
         stop = threading.Event()
 
-        def work(cancel: threading.Event) -> str:
-            lease = ea.lease
-            assert lease is not None
+        def work(lease: Lease, cancel: threading.Event) -> str:
+            assert ea.lease is lease
             if len(runs) == 0:
                 runs.append((lease.fencing_token, cancel.wait(30)))
                 return "lost"

@@ -24,6 +24,7 @@ from locksmith import (
     ManagerState,
     NotHeld,
     ValidationError,
+    WatchTarget,
 )
 from locksmith.testing import FaultProxy
 
@@ -200,7 +201,7 @@ def test_graceful_close_leaves_no_session_and_next_waiter_has_no_lock_delay(
         return lease
 
     t, result = in_thread(wait)
-    assert wait_for(lambda: bool(waiter._waiting), timeout=10)  # blocked on the key
+    assert wait_for(lambda: waiter.snapshot().waiting == (key,), timeout=10)  # blocked on the key
     holder.close()
     t.join(30)
     assert not t.is_alive()
@@ -228,7 +229,8 @@ def test_close_ends_blocked_acquires(make_manager: MakeManager) -> None:
     local = threading.Thread(target=blocked, args=(key + "-mine",))  # waits on this manager
     remote.start()
     local.start()
-    assert wait_for(lambda: bool(mgr._waiting), timeout=10)
+    assert wait_for(lambda: mgr.snapshot().waiting == (key,), timeout=10)
+    assert wait_for(lambda: mgr.snapshot().queued == (key + "-mine",), timeout=10)
     mgr.close()
     remote.join(30)
     local.join(30)
@@ -273,7 +275,7 @@ def test_many_locks_share_one_watch(consul: Consul, make_manager: MakeManager) -
         assert lock.acquire(timeout=10) is not None
     # Acquirer (this thread), renewer, watcher: not one connection per lock.
     assert mgr.consul.open_connections <= 3
-    assert wait_for(lambda: mgr._watch_prefix == prefix, timeout=10)
+    assert wait_for(lambda: mgr.snapshot().watches == (WatchTarget(prefix, True),), timeout=10)
     assert consul.kv.delete(locks[7].key)
     assert lost.wait(1)
     assert [e.key for e in lost.events] == [locks[7].key]
@@ -283,17 +285,19 @@ def test_many_locks_share_one_watch(consul: Consul, make_manager: MakeManager) -
     assert mgr.consul.open_connections <= 3
 
 
-def test_key_outside_the_watched_prefix_is_watched(
+def test_keys_without_a_common_directory_are_watched_one_by_one(
     consul: Consul, make_manager: MakeManager
 ) -> None:
+    """Holding ``t/...`` and ``u/...`` must not watch the whole KV store (case 10)."""
     mgr = make_manager()
     first, second = mgr.lock(unique("t/a")), mgr.lock(unique("u/b"))
     lost: Recorder[LossEvent] = Recorder()
     mgr.on_lost(lost)
     assert first.acquire(timeout=10) is not None
-    assert wait_for(lambda: mgr._watch_prefix == "t/", timeout=10)
+    assert wait_for(lambda: mgr.snapshot().watches == (WatchTarget(first.key),), timeout=10)
     assert second.acquire(timeout=10) is not None
-    assert wait_for(lambda: mgr._watch_prefix == "", timeout=15)
+    both = (WatchTarget(first.key), WatchTarget(second.key))
+    assert wait_for(lambda: mgr.snapshot().watches == both, timeout=15)
     assert consul.kv.delete(second.key)
     assert lost.wait(1, timeout=20)
     assert lost.events[0].key == second.key
@@ -407,7 +411,7 @@ def test_lock_and_call_arguments_validated(consul: Consul, make_manager: MakeMan
         ({"timeout": "10"}, "timeout"),
         ({"timeout": True}, "timeout"),
         ({"blocking": "yes"}, "blocking"),
-        ({"blocking": False, "timeout": 1}, "timeout"),
+        ({"blocking": False, "timeout": -1}, "timeout"),
     ]
     for kwargs, field in bad_acquire:
         with pytest.raises(ValidationError) as info:

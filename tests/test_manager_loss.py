@@ -156,7 +156,7 @@ def test_waiter_acquires_after_lock_delay_window(consul: Consul, make_manager: M
     held = holder.lock(key).acquire(timeout=10)
     assert held is not None
     t, result = in_thread(lambda: waiter.lock(key).acquire(timeout=30))
-    assert wait_for(lambda: bool(waiter._waiting), timeout=10)
+    assert wait_for(lambda: waiter.snapshot().waiting == (key,), timeout=10)
     sent = time.monotonic()
     consul.sessions.destroy(held.session_id)  # invalidation starts the window
     done = time.monotonic()

@@ -204,7 +204,7 @@ def test_no_secret_anywhere_in_a_full_run(  # noqa: PLR0917 - fixtures
         )
         assert out.returncode in codes, (args, out.returncode, out.stderr[-2000:])
         seen += [out.stdout, out.stderr]
-    created = [line for line in seen if '"cli"' in line]
+    created = [line for line in seen if '"id":' in line]
     assert created, "the CLI session create printed nothing"
 
     # -- clean up with the master token, then search ---------------------------------------------

@@ -121,8 +121,8 @@ def test_limit_and_kind_conflicts(consul: Consul, prefix: str) -> None:
         finally:
             consul.kv.delete(other, recurse=True)
         # Nothing left behind by the refused contender: no key of b's session.
-        sid = b._ephemeral().current_session_id
-        assert all(e.session != sid for e in consul.kv.list(prefix))
+        sids = b.session_ids
+        assert all(e.session not in sids for e in consul.kv.list(prefix))
 
 
 def test_run_exclusive_on_semaphore_env(consul: Consul, prefix: str, tmp_path: Path) -> None:

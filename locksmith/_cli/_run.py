@@ -6,7 +6,6 @@ semaphore layout on PREFIX; ``elect``: the election's lock) and hand the child t
 holds the lock on stderr, and SIGTERM/SIGHUP end the wait cleanly (the session is destroyed
 from a fresh thread, see :func:`_close_in_fresh_thread`).
 
-Note: :func:`_own_sessions` reads a manager internal (its delete-behavior companion).
 """
 
 from __future__ import annotations
@@ -249,11 +248,7 @@ def _close_in_fresh_thread(mgr: Any, consul: Consul) -> None:
 
 def _own_sessions(mgr: Any) -> set[str]:
     """This process's session IDs (the manager's and its delete-behavior companion's)."""
-    own = {mgr.current_session_id}
-    companion = getattr(mgr, "_ephemeral_mgr", None)
-    if companion is not None:
-        own.add(companion.current_session_id)
-    return {s for s in own if s}
+    return set(mgr.session_ids)
 
 
 def _run_guarded(

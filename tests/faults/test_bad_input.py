@@ -267,6 +267,16 @@ ROWS: list[tuple[str, Row, type[BaseException], str]] = [
     ),
     # ---- LockManager(...)
     ("mgr-ttl-short", lambda e: LockManager(e.consul, ttl="5s"), ValidationError, "ttl"),
+    # No TTL: no lease deadline; refused for locks unless the unsafe opt-in is given.
+    ("mgr-ttl-none", lambda e: LockManager(e.consul, ttl=None), ValidationError, "ttl"),
+    ("mgr-ttl-zero", lambda e: LockManager(e.consul, ttl="0s"), ValidationError, "ttl"),
+    (
+        "mgr-no-ttl-optin-str",
+        lambda e: LockManager(e.consul, ttl=None, unsafe_no_ttl="yes"),
+        ValidationError,
+        "unsafe_no_ttl",
+    ),
+    ("mgr-watch-budget", lambda e: LockManager(e.consul, watch_budget=0), ValidationError, "watch"),
     ("mgr-ttl-word", lambda e: LockManager(e.consul, ttl="soon"), ValidationError, "ttl"),
     ("mgr-ttl-list", lambda e: LockManager(e.consul, ttl=[15]), ValidationError, "ttl"),
     ("mgr-delay-61", lambda e: LockManager(e.consul, lock_delay=61), ValidationError, "lock_delay"),
@@ -360,10 +370,25 @@ ROWS: list[tuple[str, Row, type[BaseException], str]] = [
         "timeout",
     ),
     (
-        "acquire-nonblocking-timeout",
-        lambda e: e.mgr().lock(e.key).acquire(blocking=False, timeout=1),
+        "acquire-nonblocking-timeout-neg",
+        lambda e: e.mgr().lock(e.key).acquire(blocking=False, timeout=-1),
         ValidationError,
         "timeout",
+    ),
+    # Keys Consul's HTTP router redirects (301) and values its txn body limit refuses (413).
+    ("lock-key-dot-segment", lambda e: e.mgr().lock(e.key + "/./x"), ValidationError, "key"),
+    ("lock-key-double-slash", lambda e: e.mgr().lock(e.key + "//x"), ValidationError, "key"),
+    (
+        "lock-value-txn-big",
+        lambda e: e.mgr().lock(e.key, b"x" * 400_000),
+        ValidationError,
+        "value",
+    ),
+    (
+        "release-foreign-lease",
+        lambda e: e.mgr().lock(e.key).release(_held_lock(e).lease),
+        ValidationError,
+        "lease",
     ),
     ("release-not-held", lambda e: e.mgr().lock(e.key).release(), NotHeld, "not held"),
     (

@@ -46,7 +46,7 @@ def candidate(mgr: LockManager, key: str, name: str) -> None:
         )
     )
     emit("ready", name=name)
-    election.run(lambda cancel: cancel.wait(), rejoin=True)
+    election.run(lambda lease, cancel: cancel.wait(), rejoin=True)
 
 
 def _reregistered(key: str, lease: Lease) -> None:
