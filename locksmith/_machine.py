@@ -300,6 +300,10 @@ class LockMachine:
         self._flags_ok: set[str] = set()
         # cleanup
         self._pending: dict[tuple[str, str], ReleaseItem] = {}
+        #: Ambiguous items: until when a "not held" answer is not conclusive (the acquire
+        #: may still be on its way to Consul), and when to try again.
+        self._settle: dict[tuple[str, str], float] = {}
+        self._retry_at: dict[tuple[str, str], float] = {}
         self._inflight: set[tuple[str, str]] = set()
         self._destroys: set[str] = set()
         self._destroying: set[str] = set()
@@ -779,7 +783,7 @@ class LockMachine:
             acquired_at=now,
             flags=a.flags,
         )
-        self._pending.pop((a.key, sid), None)
+        self._drop_pending((a.key, sid))
         self._owner.pop(a.key, None)
         self._holds[a.key] = _Hold(lease, a.lock_id, token)
         self._floor[a.key] = token
@@ -838,7 +842,7 @@ class LockMachine:
             if ev.sent and not isinstance(err, BadRequest | PermissionDenied):
                 # No answer: the acquire may have been applied. Unless this session takes the
                 # key again first, the cleaner gives it back.
-                self._queue_release(ReleaseItem(a.key, sid, a.value, a.flags))
+                self._queue_release(ReleaseItem(a.key, sid, a.value, a.flags), ambiguous=True)
         elif phase is _P.READING and isinstance(err, ConsulUnavailable) and a.read_entry:
             pass
         if self.state is not ManagerState.RUNNING:
@@ -906,7 +910,7 @@ class LockMachine:
                 self._wake_queue(lease.key)
             return
         if a.phase is _P.SENDING and a.sid is not None:
-            self._queue_release(ReleaseItem(a.key, a.sid, a.value, a.flags))
+            self._queue_release(ReleaseItem(a.key, a.sid, a.value, a.flags), ambiguous=True)
         if a.undo is not None:
             self._queue_release(ReleaseItem(a.key, a.undo, a.value, a.flags))
         if a.phase is _P.CREATING:
@@ -1370,29 +1374,56 @@ class LockMachine:
             self._rewatch(slot, self.cfg.watch_coalesce)
 
     # ================================================================== cleaner
-    def _queue_release(self, item: ReleaseItem) -> None:
+    def _queue_release(self, item: ReleaseItem, *, ambiguous: bool = False) -> None:
+        """Have the cleaner give ``item`` back.
+
+        Args:
+            item: The key and session.
+            ambiguous: The acquire's answer never came: it may still reach Consul after a
+                first release, so a "not held" answer counts only once the request
+                timeout has passed since (the transport resets a connection it gives up
+                on, so nothing of the request is sent after that).
+        """
         hold = self._holds.get(item.key)
         if hold is not None and hold.lease.session_id == item.sid:
             return  # held again by the same session: nothing to give back
-        self._pending[(item.key, item.sid)] = item
+        ref = (item.key, item.sid)
+        self._pending[ref] = item
+        if ambiguous:
+            self._settle[ref] = max(
+                self._settle.get(ref, 0.0), self._now + self.cfg.request_timeout
+            )
+
+    def _drop_pending(self, ref: tuple[str, str]) -> None:
+        self._pending.pop(ref, None)
+        self._settle.pop(ref, None)
+        self._retry_at.pop(ref, None)
 
     def _blocked(self, key: str, sid: str) -> bool:
-        """Whether releasing (key, sid) now could undo a local acquire of the key by ``sid``."""
+        """Whether releasing (key, sid) now could undo a local acquire of the key by ``sid``.
+
+        While a call of this process owns the key with that same session, the release
+        waits: the call's next acquire either succeeds (the hold is ours, the release is
+        dropped) or the call ends, and then the release goes.
+        """
         owner = self._owner.get(key)
         if owner is not None:
             a = self._attempts.get(owner)
-            if a is not None and a.phase in (_P.SENDING, _P.UNDOING) and a.sid == sid:
+            if a is not None and sid in (a.sid, a.undo):
                 return True
         return (key, sid) in self._inflight
 
     def _batch(self) -> tuple[ReleaseItem, ...]:
         items: list[ReleaseItem] = []
+        closing = self.state is ManagerState.CLOSING
         for (key, sid), item in list(self._pending.items()):
             hold = self._holds.get(key)
             if hold is not None and hold.lease.session_id == sid:
-                del self._pending[(key, sid)]
+                self._drop_pending((key, sid))
                 continue
             if self._blocked(key, sid):
+                continue
+            if not closing and self._retry_at.get((key, sid), 0.0) > self._now:
                 continue
             items.append(item)
             if len(items) == MAX_TXN_OPS:
@@ -1428,7 +1459,11 @@ class LockMachine:
         w = self._cleaner
         if w.busy or w.sleeping_until != INF or self.state is ManagerState.CLOSED:
             return
-        self._start_work(w, CLEANER, Deadline())
+        if not self._start_work(w, CLEANER, Deadline()) and self._retry_at:
+            # Only ambiguous items wait, for their answers to settle: wake up for them.
+            w.step += 1
+            w.sleeping_until = min(self._retry_at.values())
+            self._emit(Sleep(CLEANER, w.step, w.sleeping_until))
 
     def _worker(self, actor: Actor) -> _Worker:
         return self._cleaner if actor == CLEANER else self._closing
@@ -1440,8 +1475,15 @@ class LockMachine:
         batch, w.batch, w.busy, w.tries = w.batch, (), False, 0
         closing = ev.actor != CLEANER
         for item, outcome in zip(batch, ev.outcomes, strict=False):
-            self._inflight.discard((item.key, item.sid))
-            self._pending.pop((item.key, item.sid), None)
+            ref = (item.key, item.sid)
+            self._inflight.discard(ref)
+            settle = self._settle.get(ref, 0.0)
+            if outcome == "not_held" and settle > self._now and not closing:
+                # Not held *yet*, maybe: the acquire we gave up on could still land. Look
+                # again once it cannot any more.
+                self._retry_at[ref] = settle
+                continue
+            self._drop_pending(ref)
             if outcome == "released":
                 self._log(
                     logging.INFO,

@@ -28,6 +28,7 @@ import os
 import re
 import socket
 import ssl
+import struct
 import threading
 import urllib.parse
 import weakref
@@ -270,7 +271,7 @@ class Transport:
                 # signal handler's exception, SystemExit), the connection is mid-request:
                 # its next use would fail ("Request-sent") or read this request's answer.
                 interrupted = self._end()
-                self._drop(conn)
+                self._drop(conn, abort=True)
                 if not isinstance(exc, OSError | http.client.HTTPException):
                     raise
                 if interrupted:
@@ -345,8 +346,18 @@ class Transport:
         with self._lock:
             self._all.discard(conn)
 
-    def _drop(self, conn: http.client.HTTPConnection) -> None:
-        """Close this thread's connection and forget it: it is never used again."""
+    def _drop(self, conn: http.client.HTTPConnection, *, abort: bool = False) -> None:
+        """Close this thread's connection and forget it: it is never used again.
+
+        With ``abort`` the connection is reset (SO_LINGER 0) rather than closed: whatever of
+        the failed request the kernel still holds is discarded instead of being delivered
+        later, so a request given up on (a timeout under a partition, Ctrl-C) cannot reach
+        Consul after the caller moved on.
+        """
+        sock = conn.sock
+        if abort and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._forget(conn)
         if self._local.conn is conn:
             self._local.conn = None

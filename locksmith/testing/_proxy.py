@@ -10,7 +10,10 @@ upstream ``host:port``. Its mode can be switched at any time:
   its order);
 * ``reset``: reset (RST) every existing connection and every new one;
 * ``drop_new``: refuse new connections (the listener is closed: connection refused);
-  existing connections keep forwarding.
+  existing connections keep forwarding;
+* ``answer``: answer every request itself with a canned HTTP response (a status and a body,
+  e.g. a 500 or a 400, or bytes that are not HTTP) and close the connection; nothing reaches
+  the upstream.
 
 It counts connections and requests (chunks sent by clients that start an HTTP request line),
 and everything it starts (one acceptor thread, two pump threads per connection) is stopped by
@@ -39,9 +42,9 @@ from typing import Literal, Self
 
 __all__ = ["FaultProxy", "ProxyMode", "ProxyStats"]
 
-ProxyMode = Literal["pass", "blackhole", "delay", "reset", "drop_new"]
+ProxyMode = Literal["pass", "blackhole", "delay", "reset", "drop_new", "answer"]
 
-_MODES: tuple[ProxyMode, ...] = ("pass", "blackhole", "delay", "reset", "drop_new")
+_MODES: tuple[ProxyMode, ...] = ("pass", "blackhole", "delay", "reset", "drop_new", "answer")
 _CHUNK = 65536
 _POLL = 0.05
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(?:GET|PUT|POST|DELETE|HEAD|PATCH|OPTIONS) /")
@@ -162,6 +165,10 @@ class _Conn:
                         continue  # swallowed: nothing reaches the other side
                     if mode == "reset":
                         return
+                    if mode == "answer" and upstream:
+                        with contextlib.suppress(OSError):
+                            src.sendall(proxy._canned())
+                        return  # the answer says Connection: close
                     if mode == "delay" and delay > 0:
                         heapq.heappush(pending, (time.monotonic() + delay, next(seq), data))
                     else:
@@ -259,6 +266,7 @@ class FaultProxy:
         self._mu = threading.Lock()
         self._mode: ProxyMode = "pass"
         self._delay = 0.0
+        self._canned_bytes = b"HTTP/1.1 500 Fault\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         self._conns: set[_Conn] = set()
         self._all_conns: list[_Conn] = []
         self._listener: socket.socket | None = None
@@ -391,6 +399,24 @@ class FaultProxy:
     def drop_new(self) -> None:
         """Refuse new connections (connection refused); open ones keep working."""
         self.set_mode("drop_new")
+
+    def answer(self, status: int, body: bytes = b"", *, raw: bytes | None = None) -> None:
+        """Answer every request with HTTP ``status`` and ``body`` (or the bytes ``raw``,
+        which need not be HTTP at all), closing each connection after its answer."""
+        with self._mu:
+            if raw is not None:
+                self._canned_bytes = raw
+            else:
+                head = (
+                    f"HTTP/1.1 {status} Fault\r\nContent-Type: text/plain\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
+                self._canned_bytes = head.encode() + body
+        self.set_mode("answer")
+
+    def _canned(self) -> bytes:
+        with self._mu:
+            return self._canned_bytes
 
     def reset_connections(self) -> int:
         """RST the open connections once, without changing the mode. Returns how many."""
