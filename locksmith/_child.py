@@ -28,10 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Protocol
 
-import structlog
-
 from locksmith._exceptions import LockTimeout, ValidationError
 from locksmith._lease import Lease, LossEvent
+from locksmith._log import get_logger
 from locksmith._validate import check_callback, check_timeout
 
 __all__ = [
@@ -42,7 +41,7 @@ __all__ = [
     "run_exclusive",
 ]
 
-log = structlog.get_logger("locksmith.child")
+log = get_logger("locksmith.child")
 
 #: Bad command line (sysexits EX_USAGE).
 EXIT_USAGE = 64

@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-import structlog
-
 from locksmith._exceptions import LockLost
 from locksmith._follow import follow
 from locksmith._lease import Lease, LossEvent
 from locksmith._lock import Lock
+from locksmith._log import get_logger
 from locksmith._models import KVEntry
 from locksmith._ports import ManagerPort
 from locksmith._states import LockState, LossReason, ManagerState
@@ -26,7 +25,7 @@ from locksmith._validate import check_callback, check_timeout, check_txn_value
 
 __all__ = ["Election", "LeaderInfo", "LeadershipEvent"]
 
-log = structlog.get_logger("locksmith.election")
+log = get_logger("locksmith.election")
 
 R = TypeVar("R")
 

@@ -19,8 +19,6 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import structlog
-
 from locksmith._config import ConnectionConfig
 from locksmith._durations import Duration, format_duration
 from locksmith._error_map import _SESSION_GONE, _denied, _error_for, _json, _json_bool, _json_list
@@ -54,8 +52,6 @@ from locksmith._validate import (
 )
 
 __all__ = ["KVStore", "Sessions"]
-
-log = structlog.get_logger(__name__)
 
 
 class _Api:

@@ -43,7 +43,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import structlog
 import tenacity
 
 from locksmith._backoff import Backoff
@@ -57,6 +56,7 @@ from locksmith._exceptions import (
     SessionNotFound,
 )
 from locksmith._lease import Lease, LockDelayEvent, LossEvent
+from locksmith._log import get_logger
 from locksmith._machine import LockMachine, MachineConfig, ManagerSnapshot
 from locksmith._models import KVEntry
 from locksmith._protocol import (
@@ -103,7 +103,7 @@ from locksmith._validate import Behavior
 
 __all__ = ["Engine", "SessionSpec"]
 
-log = structlog.get_logger("locksmith.manager")
+log = get_logger("locksmith.manager")
 
 #: Seconds allowed to close running managers at interpreter exit.
 EXIT_CLOSE_TIMEOUT = 5.0

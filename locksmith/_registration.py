@@ -12,8 +12,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import structlog
-
 from locksmith._backoff import Backoff
 from locksmith._exceptions import (
     ConsulUnavailable,
@@ -25,13 +23,14 @@ from locksmith._exceptions import (
 )
 from locksmith._lease import Lease, LossEvent
 from locksmith._lock import Lock
+from locksmith._log import get_logger
 from locksmith._ports import ManagerPort
 from locksmith._states import LockState
 from locksmith._validate import check_callback
 
 __all__ = ["Registration"]
 
-log = structlog.get_logger("locksmith.registration")
+log = get_logger("locksmith.registration")
 
 
 class Registration:

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import structlog
-
 from locksmith._compat import CONSUL_SEMAPHORE_FLAGS, lock_key
 from locksmith._exceptions import (
     LockConflict,
@@ -40,6 +38,7 @@ from locksmith._exceptions import (
 from locksmith._follow import follow
 from locksmith._lease import Lease, LossEvent
 from locksmith._lock import Lock
+from locksmith._log import get_logger
 from locksmith._models import KVEntry
 from locksmith._ports import ManagerPort
 from locksmith._states import LossReason, ManagerState
@@ -47,7 +46,7 @@ from locksmith._validate import check_callback, check_key, check_timeout, check_
 
 __all__ = ["Semaphore", "SemaphoreState", "decode_semaphore", "encode_semaphore"]
 
-log = structlog.get_logger("locksmith.semaphore")
+log = get_logger("locksmith.semaphore")
 
 #: How long one monitor query blocks (a release stops the monitor within this).
 _MONITOR_WAIT = 5.0

@@ -14,17 +14,16 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import ParamSpec, TypeVar
 
-import structlog
-
 from locksmith._exceptions import LockTimeout, ValidationError
 from locksmith._lease import Lease, LossEvent
 from locksmith._lock import Lock
+from locksmith._log import get_logger
 from locksmith._ports import ManagerPort
 from locksmith._validate import check_value
 
 __all__ = ["SingletonGuard"]
 
-log = structlog.get_logger("locksmith.singleton")
+log = get_logger("locksmith.singleton")
 
 P = ParamSpec("P")
 R = TypeVar("R")

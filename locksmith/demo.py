@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -22,8 +21,6 @@ import sys
 import threading
 import time
 from typing import Any
-
-import structlog
 
 __all__ = ["main"]
 
@@ -41,7 +38,6 @@ def run_worker(name: str, address: str, ttl: str, lock_delay: str) -> int:
     """Campaign forever; while leader, write fenced progress every 0.5 s."""
     from locksmith import Consul, Lease, LockLost, LockManager, LockTimeout
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with (
@@ -233,7 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         address = args.address or os.environ.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
         return run_worker(args.worker, address, args.ttl, args.lock_delay)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     return run_demo(args.ttl, args.lock_delay)
 
 

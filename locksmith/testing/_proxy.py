@@ -7,7 +7,8 @@ upstream ``host:port``. Its mode can be switched at any time:
 * ``blackhole``: accept and keep connections but forward nothing either way (requests hang
   until the client's timeout, like a network partition; no RST, no FIN);
 * ``delay``: forward, but hold every chunk for ``delay`` seconds first (each direction keeps
-  its order);
+  its order); optionally only one direction (``up``: requests; ``down``: answers — a request
+  then reaches Consul at once and only its answer is late);
 * ``reset``: reset (RST) every existing connection and every new one;
 * ``drop_new``: refuse new connections (the listener is closed: connection refused);
   existing connections keep forwarding;
@@ -169,7 +170,7 @@ class _Conn:
                         with contextlib.suppress(OSError):
                             src.sendall(proxy._canned())
                         return  # the answer says Connection: close
-                    if mode == "delay" and delay > 0:
+                    if mode == "delay" and delay > 0 and proxy._delays(upstream):
                         heapq.heappush(pending, (time.monotonic() + delay, next(seq), data))
                     else:
                         self._flush(pending, dst, upstream, force=True)
@@ -266,6 +267,7 @@ class FaultProxy:
         self._mu = threading.Lock()
         self._mode: ProxyMode = "pass"
         self._delay = 0.0
+        self._delay_dirs = "both"
         self._canned_bytes = b"HTTP/1.1 500 Fault\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         self._conns: set[_Conn] = set()
         self._all_conns: list[_Conn] = []
@@ -388,9 +390,18 @@ class FaultProxy:
         """Accept and keep connections, forward nothing (requests hang)."""
         self.set_mode("blackhole")
 
-    def delay(self, seconds: float) -> None:
-        """Forward every chunk ``seconds`` late."""
+    def delay(self, seconds: float, direction: Literal["both", "up", "down"] = "both") -> None:
+        """Forward every chunk ``seconds`` late (``up``: only requests, ``down``: only answers)."""
+        if direction not in ("both", "up", "down"):
+            raise ValueError(f"direction must be 'both', 'up' or 'down', got {direction!r}")
+        with self._mu:
+            self._delay_dirs = direction
         self.set_mode("delay", seconds)
+
+    def _delays(self, upstream: bool) -> bool:
+        with self._mu:
+            dirs = self._delay_dirs
+        return dirs == "both" or (dirs == "up") == upstream
 
     def reset(self) -> None:
         """RST every open connection and every new one."""

@@ -24,8 +24,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, Generic, TypeVar
 
 import pytest
@@ -42,6 +43,7 @@ __all__ = [
     "Recorder",
     "agent_call",
     "child_env",
+    "ctrl_c_after",
     "in_thread",
     "max_concurrent",
     "read_lines",
@@ -273,3 +275,26 @@ def max_concurrent(lines: list[dict[str, Any]]) -> int:
         elif line["event"] == "end":
             running -= 1
     return peak
+
+
+@contextlib.contextmanager
+def ctrl_c_after(seconds: float) -> Iterator[None]:
+    """Raise KeyboardInterrupt in the main thread after ``seconds`` (as Ctrl-C would).
+
+    Keeps pytest-timeout's own alarm, if one is set, and puts it back afterwards.
+    """
+
+    def ctrl_c(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, ctrl_c)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    armed = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer:
+            left = outer - (time.monotonic() - armed)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
