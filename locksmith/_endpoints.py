@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from locksmith._cancel import Cancel
 from locksmith._config import ConnectionConfig
 from locksmith._durations import Duration, format_duration
 from locksmith._error_map import _SESSION_GONE, _denied, _error_for, _json, _json_bool, _json_list
@@ -103,10 +104,17 @@ class _Api:
         timeout: float | None = None,
         idempotent: bool = True,
         ok: Iterable[int] = (200,),
+        cancel: Cancel | None = None,
     ) -> RawResponse:
         try:
             resp = self._transport.request(
-                method, path, params=params, body=body, timeout=timeout, idempotent=idempotent
+                method,
+                path,
+                params=params,
+                body=body,
+                timeout=timeout,
+                idempotent=idempotent,
+                cancel=cancel,
             )
         except ConsulError as exc:
             exc.operation, exc.resource = operation, resource
@@ -270,6 +278,7 @@ class Sessions(_Api):
         consistency: Consistency = "default",
         dc: str | None = None,
         timeout: float | None = None,
+        cancel: Cancel | None = None,
     ) -> QueryResult[Session | None]:
         """Read one session (None when it does not exist), with the query metadata.
 
@@ -292,6 +301,7 @@ class Sessions(_Api):
             resource=sid,
             params=params,
             timeout=timeout,
+            cancel=cancel,
         )
         data = _json(resp, "session.info")
         if data is not None and not isinstance(data, list):
@@ -308,13 +318,20 @@ class Sessions(_Api):
         consistency: Consistency = "default",
         dc: str | None = None,
         timeout: float | None = None,
+        cancel: Cancel | None = None,
     ) -> Session | None:
         """Read one session; None when it does not exist *or the token may not read it*.
 
         See :meth:`info_with_meta`: with ACLs, None does not prove the session is gone.
         """
         return self.info_with_meta(
-            session_id, index=index, wait=wait, consistency=consistency, dc=dc, timeout=timeout
+            session_id,
+            index=index,
+            wait=wait,
+            consistency=consistency,
+            dc=dc,
+            timeout=timeout,
+            cancel=cancel,
         ).value
 
     def _list(
@@ -423,6 +440,7 @@ class KVStore(_Api):
         consistency: Consistency = "default",
         dc: str | None = None,
         timeout: float | None = None,
+        cancel: Cancel | None = None,
     ) -> QueryResult[KVEntry | None]:
         """Read one key (None when missing), with the query metadata; blocking with index."""
         key = check_key(key)
@@ -434,6 +452,7 @@ class KVStore(_Api):
             resource=key,
             params=params,
             timeout=timeout,
+            cancel=cancel,
             ok=(200, 404),
         )
         meta = QueryMeta.from_headers(resp.headers)
@@ -451,10 +470,17 @@ class KVStore(_Api):
         consistency: Consistency = "default",
         dc: str | None = None,
         timeout: float | None = None,
+        cancel: Cancel | None = None,
     ) -> KVEntry | None:
         """Read one key; None when missing."""
         return self.get_with_meta(
-            key, index=index, wait=wait, consistency=consistency, dc=dc, timeout=timeout
+            key,
+            index=index,
+            wait=wait,
+            consistency=consistency,
+            dc=dc,
+            timeout=timeout,
+            cancel=cancel,
         ).value
 
     def list_with_meta(
@@ -466,6 +492,7 @@ class KVStore(_Api):
         consistency: Consistency = "default",
         dc: str | None = None,
         timeout: float | None = None,
+        cancel: Cancel | None = None,
     ) -> QueryResult[builtins.list[KVEntry]]:
         """Read every key under ``prefix`` ("" for all), with metadata; blocking with index."""
         prefix = check_prefix(prefix)
@@ -478,6 +505,7 @@ class KVStore(_Api):
             resource=prefix,
             params=params,
             timeout=timeout,
+            cancel=cancel,
             ok=(200, 404),
         )
         meta = QueryMeta.from_headers(resp.headers)
@@ -494,10 +522,17 @@ class KVStore(_Api):
         consistency: Consistency = "default",
         dc: str | None = None,
         timeout: float | None = None,
+        cancel: Cancel | None = None,
     ) -> builtins.list[KVEntry]:
         """Read every key under ``prefix``; ``[]`` when there is none."""
         return self.list_with_meta(
-            prefix, index=index, wait=wait, consistency=consistency, dc=dc, timeout=timeout
+            prefix,
+            index=index,
+            wait=wait,
+            consistency=consistency,
+            dc=dc,
+            timeout=timeout,
+            cancel=cancel,
         ).value
 
     def put(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import atexit
 import base64
 import itertools
+import logging
 import os
 import queue
 import threading
@@ -46,6 +47,7 @@ from typing import Any, Protocol
 import tenacity
 
 from locksmith._backoff import Backoff
+from locksmith._cancel import Cancel
 from locksmith._client import Consul
 from locksmith._clock import Clock
 from locksmith._deadline import Deadline
@@ -104,6 +106,7 @@ from locksmith._validate import Behavior
 __all__ = ["Engine", "SessionSpec"]
 
 log = get_logger("locksmith.manager")
+_STDLOG = logging.getLogger("locksmith.manager")
 
 #: Seconds allowed to close running managers at interpreter exit.
 EXIT_CLOSE_TIMEOUT = 5.0
@@ -129,26 +132,38 @@ class _HasCallbacks(Protocol):
 
 
 class _Inbox:
-    """One actor's pending commands, and what it is doing right now."""
+    """One actor's pending commands, and what it is doing right now.
 
-    __slots__ = ("io_gen", "io_ident", "items", "ready")
+    ``ready`` is set only while the actor waits (``waiting``): routing a command to a busy
+    actor costs a deque append, nothing more.
+    """
+
+    __slots__ = ("io_cancel", "io_gen", "io_ident", "items", "ready", "waiting")
 
     def __init__(self) -> None:
         self.items: deque[Command] = deque()
         self.ready = threading.Event()
+        self.waiting = False
         self.io_ident: int | None = None
+        #: A watch slot's query: its generation and its cancellation (sticky: a cancel
+        #: that comes before the query is sent stops it from being sent).
         self.io_gen = -1
+        self.io_cancel: Cancel | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _CutShort:
-    """An effect: interrupt the request thread ``ident`` is waiting in."""
+    """An effect: interrupt the request thread ``ident`` is waiting in, or cancel a watch."""
 
     ident: int
+    cancel: Cancel | None = None
 
+
+#: Commands the engine carries out itself, outside the mutex, rather than an actor.
+_EFFECTS = (Log, Notify, LeaseEnded)
 
 #: Commands that a newer command for the same actor makes pointless.
-_SUPERSEDED = (Sleep, Watch, Confirm)
+_SUPERSEDED = frozenset({Sleep, Watch, Confirm})
 
 
 class _CallbackRunner:
@@ -234,6 +249,7 @@ class Engine:
         self._mu = threading.Lock()
         self._machine = LockMachine(self.config)
         self._inboxes: dict[Actor, _Inbox] = {}
+        self._local = threading.local()
         self._threads: dict[Actor, threading.Thread] = {}
         self._callbacks = _CallbackRunner()
         self._locks: weakref.WeakValueDictionary[int, _HasCallbacks] = weakref.WeakValueDictionary()
@@ -327,14 +343,13 @@ class Engine:
             held = self._machine.is_held(lease, self.clock.monotonic())
             if held:
                 self._hooks.setdefault(lease, []).append(hook)
-            reason = self._reasons.get(lease, LossReason.LEASE_EXPIRED)
+            reason = self._reasons.get(lease)  # (None: it was released)
         if not held:
             self._run_hook(hook, reason)
 
     # ================================================================== the loop
     def handle(self, event: Event) -> None:
         """Feed ``event`` to the machine and route the commands it returns."""
-        self._check_pid()
         effects: list[Command | _CutShort] = []
         with self._mu:
             for command in self._machine.handle(event, self.clock.monotonic()):
@@ -348,9 +363,10 @@ class Engine:
 
     def _route(self, cmd: Command, effects: list[Command | _CutShort]) -> None:
         """Put ``cmd`` in its actor's inbox, or keep it as an effect (under the mutex)."""
-        if isinstance(cmd, Log | Notify | LeaseEnded):
+        if isinstance(cmd, _EFFECTS):
             effects.append(cmd)
             return
+        kind = type(cmd)
         if isinstance(cmd, Interrupt):
             inbox = self._inboxes.get(cmd.actor)
             if inbox is not None and inbox.io_ident is not None:
@@ -365,12 +381,14 @@ class Engine:
                 return
             inbox = self._inboxes[actor] = _Inbox()
             self._start_actor(actor, inbox)
-        if isinstance(cmd, Watch | Stop) and inbox.io_ident is not None:
+        if inbox.io_cancel is not None and (kind is Watch or kind is Stop):
             gen = cmd.gen if isinstance(cmd, Watch) else 1 << 62
             if gen > inbox.io_gen:
-                effects.append(_CutShort(inbox.io_ident))  # a newer generation wins at once
+                # A newer generation wins at once, even over a query not yet sent.
+                effects.append(_CutShort(0, inbox.io_cancel))
         inbox.items.append(cmd)
-        inbox.ready.set()
+        if inbox.waiting:
+            inbox.ready.set()
 
     def _start_actor(self, actor: Actor, inbox: _Inbox) -> None:
         name = f"locksmith-watch-{actor[1]}" if isinstance(actor, tuple) else f"locksmith-{actor}"
@@ -381,12 +399,16 @@ class Engine:
 
     def _effect(self, cmd: Command | _CutShort) -> None:
         if isinstance(cmd, Log):
-            log.log(cmd.level, cmd.event, **cmd.fields)
+            if _STDLOG.isEnabledFor(cmd.level):  # one level check when nobody listens
+                log.log(cmd.level, cmd.event, **cmd.fields)
         elif isinstance(cmd, LeaseEnded):
+            if cmd.reason is None and not self._ended and not self._hooks:
+                return  # a release nobody waits on (the fast path): nothing to signal
             with self._mu:
                 ev = self._ended.pop(cmd.lease, None)
                 hooks = self._hooks.pop(cmd.lease, [])
-                self._reasons[cmd.lease] = cmd.reason
+                if cmd.reason is not None:
+                    self._reasons[cmd.lease] = cmd.reason
             if ev is not None:
                 ev.set()
             for hook in hooks:
@@ -400,6 +422,9 @@ class Engine:
             else:
                 self._callbacks.submit(list(self.delay_callbacks), event)
         elif isinstance(cmd, _CutShort):
+            if cmd.cancel is not None:
+                cmd.cancel.cancel()
+                return
             try:
                 self.consul._interrupt(cmd.ident)
             except LocksmithError as exc:  # pragma: no cover - best effort
@@ -417,23 +442,34 @@ class Engine:
         """The actor's next command (superseded sleeps and watches are skipped)."""
         while True:
             with self._mu:
-                while inbox.items:
-                    cmd = inbox.items.popleft()
-                    if inbox.items and isinstance(cmd, _SUPERSEDED):
+                inbox.waiting = False
+                items = inbox.items
+                while items:
+                    cmd = items.popleft()
+                    if items and type(cmd) in _SUPERSEDED:
                         continue
-                    if not inbox.items:
-                        inbox.ready.clear()
                     return cmd
+                inbox.waiting = True
                 inbox.ready.clear()
             inbox.ready.wait()
 
     def _sleep(self, inbox: _Inbox, until: float) -> bool:
         """Wait until ``until``; True if a newer command cut the wait short."""
-        return self.clock.wait_until(until, inbox.ready)
+        with self._mu:
+            if inbox.items:
+                return True
+            inbox.waiting = True
+            inbox.ready.clear()
+        try:
+            return self.clock.wait_until(until, inbox.ready)
+        finally:
+            inbox.waiting = False
 
     def call(self, actor: int, event: Event) -> Any:
         """Run one call (acquire, release, close) on the caller's thread to its Finish."""
-        inbox = _Inbox()
+        inbox: _Inbox | None = getattr(self._local, "inbox", None)
+        if inbox is None or inbox.items:
+            inbox = self._local.inbox = _Inbox()  # one per thread, reused call after call
         with self._mu:
             self._inboxes[actor] = inbox
         finished = False
@@ -443,9 +479,10 @@ class Engine:
                 cmd = self._take(inbox)
                 if isinstance(cmd, Finish):
                     finished = True
-                    if isinstance(cmd.result, BaseException):
-                        raise cmd.result
-                    return cmd.result
+                    result = cmd.result
+                    if isinstance(result, BaseException):
+                        raise result
+                    return result
                 if isinstance(cmd, Sleep):
                     if not self._sleep(inbox, cmd.until):
                         self.handle(Woke(actor, cmd.step))
@@ -489,6 +526,7 @@ class Engine:
         finally:
             inbox.io_ident = None
             inbox.io_gen = -1
+            inbox.io_cancel = None
 
     def _dispatch_io(self, inbox: _Inbox, actor: Actor, cmd: Command) -> Event | None:
         consul = self.consul
@@ -667,21 +705,23 @@ class Engine:
             return None  # idle until the next command
         if cmd.not_before > self.clock.monotonic() and self._sleep(inbox, cmd.not_before):
             return None  # a newer command came meanwhile
-        inbox.io_gen = cmd.gen
+        cancel = Cancel()
         with self._mu:
             if inbox.items:
                 return None  # superseded before the query went out: never send it
+            inbox.io_gen = cmd.gen
+            inbox.io_cancel = cancel
         kv = self.consul.kv
         index = cmd.index or None
         wait = cmd.wait if cmd.index else None
         try:
             entries: tuple[KVEntry, ...]
             if target.prefix:
-                res = kv.list_with_meta(target.path, index=index, wait=wait)
+                res = kv.list_with_meta(target.path, index=index, wait=wait, cancel=cancel)
                 entries = tuple(res.value)
                 idx = res.meta.index
             else:
-                one = kv.get_with_meta(target.path, index=index, wait=wait)
+                one = kv.get_with_meta(target.path, index=index, wait=wait, cancel=cancel)
                 entries = (one.value,) if one.value is not None else ()
                 idx = one.meta.index
         except Exception as exc:  # noqa: BLE001 - any failure: the slot retries, never dies

@@ -180,6 +180,9 @@ class MachineConfig:
     retry: Backoff = field(default_factory=lambda: Backoff(start=0.05, cap=2.0))
     cleanup: Backoff = field(default_factory=lambda: Backoff(start=0.25, cap=2.0))
     window: Backoff = field(default_factory=lambda: Backoff(start=0.05, cap=5.0))
+    #: Which log levels anyone listens to (the front-end asks its logging); events below
+    #: are not even built.
+    log_enabled: Callable[[int], bool] = field(default=lambda level: True, compare=False)
 
 
 #: How long a watch slot keeps following keys nobody wants any more before it goes idle
@@ -187,7 +190,7 @@ class MachineConfig:
 _LINGER = 2.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Session:
     sid: str
     owned: bool
@@ -196,7 +199,7 @@ class _Session:
     renewing: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Hold:
     lease: Lease
     lock_id: int
@@ -204,7 +207,7 @@ class _Hold:
     key_index: int
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Attempt:
     actor: int
     lock_id: int
@@ -213,7 +216,7 @@ class _Attempt:
     flags: int
     deadline: Deadline
     blocking: bool
-    planner: AcquirePlanner
+    planner: AcquirePlanner | None = None
     phase: AttemptPhase = AttemptPhase.QUEUED
     step: int = 0
     sid: str | None = None
@@ -229,7 +232,7 @@ class _Attempt:
     check_flags: bool = True
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Release:
     """A caller's release in flight (or the read that classifies a refused one)."""
 
@@ -239,7 +242,7 @@ class _Release:
     reading: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Slot:
     n: int
     target: WatchTarget | None = None
@@ -251,7 +254,7 @@ class _Slot:
     stopped: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Worker:
     """A background actor's bookkeeping: its step, what it has in flight, its retries."""
 
@@ -288,6 +291,8 @@ class LockMachine:
         self._owner: dict[str, int] = {}
         self._queue: dict[str, deque[int]] = {}
         self._releases: dict[int, _Release] = {}
+        #: The same releases by key (a key has at most one hold, so one release).
+        self._releasing: dict[str, _Release] = {}
         #: Calls waiting for the session alone: their deadline and step.
         self._swaiters: dict[int, tuple[Deadline, int]] = {}
         # holds
@@ -409,7 +414,8 @@ class LockMachine:
         self._out.append(command)
 
     def _log(self, level: int, event: str, **fields: Any) -> None:
-        self._out.append(Log(level, event, fields))
+        if self.cfg.log_enabled(level):
+            self._out.append(Log(level, event, fields))
 
     def _budget(self, deadline: Deadline) -> float:
         return deadline.budget(self._now, self.cfg.request_timeout)
@@ -421,11 +427,12 @@ class LockMachine:
             and self._sess.timer.valid(self._now)
         )
 
-    def _set_lock(self, lock_id: int, new: LockState | None = None) -> None:
-        """Move lock ``lock_id`` to ``new``, or to what the records say, via the table."""
+    def _set_lock(self, lock_id: int, key: str, new: LockState | None = None) -> None:
+        """Move lock ``lock_id`` (on ``key``) to ``new``, or to what the records say, via
+        the table."""
         current = self._lock_states.get(lock_id, LockState.UNLOCKED)
         if new is None:
-            new = self._derived_lock_state(lock_id, current)
+            new = self._derived_lock_state(lock_id, key, current)
         if new is LockState.HELD and current is not LockState.ACQUIRING:
             # Taken by a call that queued behind an earlier lease of the same Lock object.
             current = advance(current, LockState.ACQUIRING)
@@ -435,13 +442,22 @@ class LockMachine:
         else:
             self._lock_states[lock_id] = state
 
-    def _derived_lock_state(self, lock_id: int, current: LockState) -> LockState:
-        if any(h.lock_id == lock_id for h in self._holds.values()):
+    def _derived_lock_state(self, lock_id: int, key: str, current: LockState) -> LockState:
+        """What lock ``lock_id``'s records say. A Lock has one key, so only that key's hold,
+        release and calls are looked at (O(calls queued on the key))."""
+        hold = self._holds.get(key)
+        if hold is not None and hold.lock_id == lock_id:
             return LockState.HELD
-        if any(r.hold.lock_id == lock_id for r in self._releases.values()):
+        r = self._releasing.get(key)
+        if r is not None and r.hold.lock_id == lock_id:
             return LockState.RELEASING
-        if any(a.lock_id == lock_id for a in self._attempts.values()):
+        owner = self._attempts.get(self._owner.get(key, -1))
+        if owner is not None and owner.lock_id == lock_id:
             return LockState.ACQUIRING
+        for actor in self._queue.get(key, ()):
+            a = self._attempts.get(actor)
+            if a is not None and a.lock_id == lock_id:
+                return LockState.ACQUIRING
         return LockState.LOST if current is LockState.LOST else LockState.UNLOCKED
 
     def _key_busy_locally(self, key: str, actor: int | None) -> bool:
@@ -451,7 +467,7 @@ class LockMachine:
             return True
         if key in self._holds:
             return True
-        if any(r.hold.lease.key == key for r in self._releases.values()):
+        if key in self._releasing:
             return True
         sid = self.session_id
         return sid is not None and (key, sid) in self._inflight
@@ -476,14 +492,11 @@ class LockMachine:
             flags=ev.flags,
             deadline=Deadline(ev.deadline),
             blocking=ev.blocking,
-            planner=AcquirePlanner(
-                None if ev.deadline == INF else ev.deadline, backoff=self.cfg.window
-            ),
             check_flags=ev.key not in self._flags_ok,
         )
         self._attempts[a.actor] = a
         if self.lock_state(a.lock_id) in (LockState.UNLOCKED, LockState.LOST):
-            self._set_lock(a.lock_id, LockState.ACQUIRING)
+            self._set_lock(a.lock_id, a.key, LockState.ACQUIRING)
         self._next(a)
 
     def _phase(self, a: _Attempt, phase: AttemptPhase) -> None:
@@ -710,6 +723,10 @@ class LockMachine:
         if holder is not None and holder == a.sid:
             self._next(a)  # ours after all (a race with our own cleanup): try again
             return
+        if a.planner is None:  # made on the first wait only: most acquires never wait
+            a.planner = AcquirePlanner(
+                None if a.deadline.at == INF else a.deadline.at, backoff=self.cfg.window
+            )
         action = a.planner.after_failure(
             now, holder=holder, index=a.read_index, hint=self._hints.get(a.key)
         )
@@ -790,7 +807,7 @@ class LockMachine:
         self._hints.pop(a.key, None)
         self._phase(a, _P.DONE)
         del self._attempts[a.actor]
-        self._set_lock(a.lock_id, LockState.HELD)
+        self._set_lock(a.lock_id, a.key, LockState.HELD)
         self._log(logging.INFO, "lock.acquired", key=a.key, session_id=sid, fencing_token=token)
         self._emit(Finish(a.actor, lease))
         self._follow(a.key, token)
@@ -900,13 +917,14 @@ class LockMachine:
         if a is None:
             r = self._releases.pop(ev.actor, None)
             if r is not None:
+                self._releasing.pop(r.hold.lease.key, None)
                 # The release may or may not have reached Consul: make sure it happens.
                 lease = r.hold.lease
                 self._queue_release(
                     ReleaseItem(lease.key, lease.session_id, lease.value, lease.flags)
                 )
                 self._emit(LeaseEnded(lease, None))
-                self._set_lock(r.hold.lock_id)
+                self._set_lock(r.hold.lock_id, r.hold.lease.key)
                 self._wake_queue(lease.key)
             return
         if a.phase is _P.SENDING and a.sid is not None:
@@ -931,7 +949,7 @@ class LockMachine:
         if self._owner.get(a.key) == a.actor:
             del self._owner[a.key]
         self._unqueue(a)
-        self._set_lock(a.lock_id)
+        self._set_lock(a.lock_id, a.key)
         if answer:
             self._emit(Finish(a.actor, result))
         self._wake_queue(a.key)
@@ -960,7 +978,7 @@ class LockMachine:
             if ev.lease is not None and ev.lease.key in self._closed_keys:
                 self._emit(Finish(ev.actor, True))  # released by close()
             elif self.lock_state(ev.lock_id) is LockState.LOST:
-                self._set_lock(ev.lock_id, LockState.UNLOCKED)  # the loss is acknowledged
+                self._set_lock(ev.lock_id, ev.key, LockState.UNLOCKED)  # the loss is acknowledged
                 self._emit(Finish(ev.actor, False))
             elif ev.lease is not None:
                 self._emit(Finish(ev.actor, False))  # that lease ended already
@@ -972,30 +990,34 @@ class LockMachine:
             # Past the lease deadline: the lock is presumed lost, whatever the server says.
             self._session_ended(LossReason.LEASE_EXPIRED, confirmed=False)
             if self.lock_state(ev.lock_id) is LockState.LOST:
-                self._set_lock(ev.lock_id, LockState.UNLOCKED)
+                self._set_lock(ev.lock_id, ev.key, LockState.UNLOCKED)
             self._emit(Finish(ev.actor, False))
             return
         lease = hold.lease
         del self._holds[lease.key]
         r = _Release(ev.actor, hold, step=1)
         self._releases[ev.actor] = r
-        self._set_lock(hold.lock_id, LockState.RELEASING)
+        self._releasing[lease.key] = r
+        self._set_lock(hold.lock_id, hold.lease.key, LockState.RELEASING)
         item = ReleaseItem(lease.key, lease.session_id, lease.value, lease.flags)
         self._emit(SendRelease(ev.actor, r.step, (item,), self.cfg.request_timeout))
 
     def _release_done(self, r: _Release, result: bool, reason: LossReason | None) -> None:
         del self._releases[r.actor]
+        self._releasing.pop(r.hold.lease.key, None)
         lease = r.hold.lease
         if reason is None:
             self._log(logging.INFO, "lock.released", key=lease.key, session_id=lease.session_id)
             self._emit(LeaseEnded(lease, None))
-            self._set_lock(r.hold.lock_id)
+            self._set_lock(r.hold.lock_id, r.hold.lease.key)
         else:
-            self._set_lock(r.hold.lock_id, LockState.LOST)
+            self._set_lock(r.hold.lock_id, r.hold.lease.key, LockState.LOST)
             self._announce_loss(r.hold, reason)
-            self._set_lock(r.hold.lock_id)
+            self._set_lock(r.hold.lock_id, r.hold.lease.key)
             if self.lock_state(r.hold.lock_id) is LockState.LOST:
-                self._set_lock(r.hold.lock_id, LockState.UNLOCKED)  # reported to the caller
+                self._set_lock(
+                    r.hold.lock_id, r.hold.lease.key, LockState.UNLOCKED
+                )  # reported to the caller
         self._emit(Finish(r.actor, result))
         self._wake_queue(lease.key)
 
@@ -1061,8 +1083,9 @@ class LockMachine:
             error=str(ev.error),
         )
         del self._releases[r.actor]
+        self._releasing.pop(r.hold.lease.key, None)
         self._emit(LeaseEnded(lease, None))
-        self._set_lock(r.hold.lock_id)
+        self._set_lock(r.hold.lock_id, r.hold.lease.key)
         self._emit(Finish(r.actor, True))
         self._wake_queue(lease.key)
 
@@ -1086,7 +1109,7 @@ class LockMachine:
         del self._holds[key]
         if reason is not LossReason.SESSION_INVALIDATED:
             self._hints.pop(key, None)  # no lock-delay after a release or a delete
-        self._set_lock(hold.lock_id, LockState.LOST)
+        self._set_lock(hold.lock_id, hold.lease.key, LockState.LOST)
         self._announce_loss(hold, reason)
         self._wake_queue(key)
 
@@ -1120,7 +1143,7 @@ class LockMachine:
             self._hints[lease.key] = DelayHint(now, sess.lock_delay, sess.sid)
             if not confirmed:
                 self._queue_release(ReleaseItem(lease.key, sess.sid, lease.value, lease.flags))
-            self._set_lock(h.lock_id, LockState.LOST)
+            self._set_lock(h.lock_id, h.lease.key, LockState.LOST)
             self._announce_loss(h, reason)
         if not confirmed and sess.owned:
             self._destroys.add(sess.sid)
@@ -1457,6 +1480,8 @@ class LockMachine:
 
     def _kick_cleaner(self) -> None:
         w = self._cleaner
+        if not (self._pending or self._destroys):
+            return
         if w.busy or w.sleeping_until != INF or self.state is ManagerState.CLOSED:
             return
         if not self._start_work(w, CLEANER, Deadline()) and self._retry_at:
@@ -1559,8 +1584,8 @@ class LockMachine:
             )
             self._closed_keys.add(lease.key)
             self._emit(LeaseEnded(lease, None))
-            self._set_lock(hold.lock_id, LockState.RELEASING)
-            self._set_lock(hold.lock_id)
+            self._set_lock(hold.lock_id, hold.lease.key, LockState.RELEASING)
+            self._set_lock(hold.lock_id, hold.lease.key)
         sess = self._sess
         if sess is not None:
             if sess.owned:

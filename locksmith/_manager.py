@@ -9,6 +9,7 @@ only through :class:`~locksmith._ports.ManagerPort`.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
@@ -160,6 +161,7 @@ class LockManager:
             retry=Backoff(start=0.05, cap=2.0, rng=draw),
             cleanup=Backoff(start=0.25, cap=2.0, rng=draw),
             window=Backoff(start=0.05, cap=5.0, rng=draw),
+            log_enabled=logging.getLogger("locksmith.manager").isEnabledFor,
         )
         spec = SessionSpec(
             name=self.name,

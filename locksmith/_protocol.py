@@ -17,6 +17,10 @@ Every command names the **actor** that carries it out:
 User callbacks are not an actor of the machine: :class:`Notify` commands go to a callback
 runner, never to the thread that produced them. Answers carry the ``step`` of the command
 they answer, so a late answer to a superseded command is recognised and ignored.
+
+Messages are never changed once made; they are plain slotted dataclasses rather than frozen
+ones because a frozen dataclass costs a ``setattr`` per field to build, several times per
+acquire.
 """
 
 from __future__ import annotations
@@ -88,12 +92,12 @@ CLEANER = "cleaner"
 # ============================================================================ events
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Start:
     """The front-end starts: the manager runs."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AcquireRequested:
     """A caller wants ``key``.
 
@@ -116,7 +120,7 @@ class AcquireRequested:
     blocking: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionWanted:
     """A caller needs the session to exist (a semaphore names its key after it); it is
     answered with the session ID.
@@ -130,7 +134,7 @@ class SessionWanted:
     deadline: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionCreated:
     """The session asked for by :class:`CreateSession`/:class:`AdoptSession` exists.
 
@@ -150,7 +154,7 @@ class SessionCreated:
     owned: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KeyRead:
     """A :class:`ReadKey` answered: the entry (None: missing) at X-Consul-Index ``index``."""
 
@@ -160,7 +164,7 @@ class KeyRead:
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HolderRead:
     """A :class:`ReadHolder` answered: the holder's lock-delay (None: session unreadable)."""
 
@@ -170,7 +174,7 @@ class HolderRead:
     lock_delay: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TxnApplied:
     """The acquire transaction succeeded; ``entry`` is what it wrote."""
 
@@ -179,7 +183,7 @@ class TxnApplied:
     entry: KVEntry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TxnRefused:
     """The acquire transaction was refused: the key is held, or in a lock-delay window."""
 
@@ -187,7 +191,7 @@ class TxnRefused:
     step: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestFailed:
     """A request failed.
 
@@ -202,7 +206,7 @@ class RequestFailed:
     sent: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Woke:
     """A :class:`Sleep` ran to its end (not cut short by a newer command)."""
 
@@ -210,14 +214,14 @@ class Woke:
     step: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptAborted:
     """A call left without its answer: a BaseException (Ctrl-C) or a cancellation."""
 
     actor: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseRequested:
     """A caller releases ``lease`` (None: whatever the lock ``lock_id`` holds now)."""
 
@@ -232,7 +236,7 @@ class ReleaseRequested:
 ReleaseOutcome = Literal["released", "not_held", "session_gone"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseAnswered:
     """A :class:`SendRelease` answered, one outcome per item, in order."""
 
@@ -241,7 +245,7 @@ class ReleaseAnswered:
     outcomes: tuple[ReleaseOutcome, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RenewAnswered:
     """A :class:`Renew` ended.
 
@@ -260,7 +264,7 @@ class RenewAnswered:
     error: Exception | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WatchSaw:
     """A watch slot's query answered: every entry under its target at ``index``."""
 
@@ -270,7 +274,7 @@ class WatchSaw:
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WatchFailed:
     """A watch slot's query failed (any exception: the slot lives on)."""
 
@@ -279,7 +283,7 @@ class WatchFailed:
     error: Exception
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Confirmed:
     """A :class:`Confirm` answered.
 
@@ -300,7 +304,7 @@ class Confirmed:
     ttl: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DestroyAnswered:
     """A :class:`Destroy` ended (``error`` None: destroyed)."""
 
@@ -310,7 +314,7 @@ class DestroyAnswered:
     error: Exception | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CloseRequested:
     """The manager closes: release everything, destroy the session, by ``deadline``."""
 
@@ -318,7 +322,7 @@ class CloseRequested:
     deadline: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KeyWritten:
     """The lease's key was written at ``index`` and still carries its session (an
     election's proclaim, or a plain PUT by someone else that Consul lets keep the lock)."""
@@ -355,7 +359,7 @@ Event = (
 # ============================================================================ commands
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CreateSession:
     """Create the manager's session (the front-end knows its settings); answer
     :class:`SessionCreated` or :class:`RequestFailed`."""
@@ -365,7 +369,7 @@ class CreateSession:
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AdoptSession:
     """Renew the existing session ``sid`` given to the manager, to adopt it."""
 
@@ -375,7 +379,7 @@ class AdoptSession:
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadKey:
     """Read ``key`` (non-blocking); answer :class:`KeyRead`."""
 
@@ -386,7 +390,7 @@ class ReadKey:
     consistent: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadHolder:
     """Read session ``sid``'s lock-delay; answer :class:`HolderRead`."""
 
@@ -396,7 +400,7 @@ class ReadHolder:
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendAcquire:
     """Acquire ``key`` with session ``sid`` in one ``/v1/txn`` ``lock`` operation."""
 
@@ -409,7 +413,7 @@ class SendAcquire:
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseItem:
     """One key to give back: ``?release=`` semantics, keeping the value and flags."""
 
@@ -419,7 +423,7 @@ class ReleaseItem:
     flags: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendRelease:
     """Release ``items`` (at most 64, one transaction); answer :class:`ReleaseAnswered`."""
 
@@ -429,7 +433,7 @@ class SendRelease:
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Destroy:
     """Destroy session ``sid``; answer :class:`DestroyAnswered`."""
 
@@ -439,7 +443,7 @@ class Destroy:
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sleep:
     """Wait until ``until`` (inf: until the next command), then answer :class:`Woke`."""
 
@@ -448,7 +452,7 @@ class Sleep:
     until: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """The call ``actor`` is over: return ``result``, or raise it if it is an exception."""
 
@@ -456,7 +460,7 @@ class Finish:
     result: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Renew:
     """Renew ``sid``, retrying transient failures until ``until`` (the lease deadline);
     answer :class:`RenewAnswered`."""
@@ -466,7 +470,7 @@ class Renew:
     actor: str = RENEWER
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Watch:
     """Watch slot ``slot``: follow ``target`` from ``index`` (None: idle).
 
@@ -489,7 +493,7 @@ class Watch:
         return ("watch", self.slot)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Confirm:
     """Read ``keys`` with ``consistent`` and renew ``sid``: is the loss real? Answer
     :class:`Confirmed`."""
@@ -506,21 +510,21 @@ class Confirm:
         return ("watch", self.slot)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Interrupt:
     """Cut short whatever request ``actor`` is waiting in (it answers with a failure)."""
 
     actor: Actor
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stop:
     """The background actor ``actor`` ends."""
 
     actor: Actor
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Notify:
     """Run the application's callbacks for ``event`` (on the callback runner).
 
@@ -533,7 +537,7 @@ class Notify:
     lock_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LeaseEnded:
     """``lease`` ended (``reason`` None: released). The front-end signals it at once to
     whatever waits on the lease (a recipe cancelling its work), never through user code."""
@@ -542,7 +546,7 @@ class LeaseEnded:
     reason: LossReason | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Log:
     """Emit one structured log event (each event is emitted once, by the front-end)."""
 

@@ -132,10 +132,16 @@ _TABLE: dict[enum.Enum, frozenset[enum.Enum]] = {
 
 E = TypeVar("E", ManagerState, SessionState, LockState, AttemptPhase)
 
+#: The table by identity: an enum member's hash is computed in Python, its id() is not, and
+#: this check runs several times per acquire.
+_BY_ID: dict[int, frozenset[int]] = {
+    id(state): frozenset(id(n) for n in targets) for state, targets in _TABLE.items()
+}
+
 
 def allowed(current: enum.Enum, new: enum.Enum) -> bool:
     """Whether the table allows ``current -> new`` (staying put is always allowed)."""
-    return new is current or new in _TABLE[current]
+    return new is current or id(new) in _BY_ID[id(current)]
 
 
 def advance(current: E, new: E) -> E:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from locksmith._cancel import Cancel
 from locksmith._config import ConnectionConfig
 from locksmith._durations import parse_duration
 from locksmith._exceptions import ConfigurationError, ConsulUnavailable, TLSError, ValidationError
@@ -136,6 +137,20 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
+
+class _Cancelled(Exception):  # noqa: N818 - internal control flow
+    """The request's Cancel was set before anything was sent."""
+
+
+def _check_headers(hdrs: Mapping[str, str]) -> None:
+    for value in hdrs.values():
+        if not _HEADER_SAFE.fullmatch(value):
+            # http.client would raise ValueError quoting the value: maybe the token.
+            raise ConfigurationError(
+                "a request header (e.g. the ACL token) contains control characters"
+            )
+
+
 #: Header values http.client accepts without complaint (printable text, tabs).
 _HEADER_SAFE = re.compile(r"[\t\x20-\x7e\x80-\uffff]*")
 
@@ -158,10 +173,22 @@ class Transport:
         self._interrupted: set[int] = set()
         self._closed = False
         self._tls: ssl.SSLContext | None = None  # built on first use: construction does no I/O
+        self._headers: dict[str, str] | None = None
         _LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"<Transport {self.config.url}>"
+
+    def _base_headers(self) -> dict[str, str]:
+        """Accept, and the token: built and checked once, on the first request."""
+        hdrs = self._headers
+        if hdrs is None:
+            hdrs = {"Accept": "application/json"}
+            if self.config.token:
+                hdrs["X-Consul-Token"] = self.config.token
+            _check_headers(hdrs)
+            self._headers = hdrs
+        return hdrs
 
     @property
     def open_connections(self) -> int:
@@ -210,6 +237,7 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         idempotent: bool = True,
+        cancel: Cancel | None = None,
     ) -> RawResponse:
         """Send one request on this thread's connection and return the answer, any status.
 
@@ -223,15 +251,18 @@ class Transport:
                 plus the wait and its jitter when ``params`` make it a blocking query).
             idempotent: Whether a request that died on a stale keep-alive connection may be
                 sent again.
+            cancel: Cancelling it cuts the request short (also if it is cancelled before
+                the request starts: then nothing is sent).
 
         Raises:
-            ConsulUnavailable: No answer (refused, reset, timed out, interrupted, not HTTP).
+            ConsulUnavailable: No answer (refused, reset, timed out, interrupted or
+                cancelled, not HTTP).
             TLSError: The TLS handshake failed.
             ConfigurationError: The CA or client-certificate files cannot be loaded, or a
                 header (the token) contains control characters.
         """
-        params = list(params)
         if timeout is None:
+            params = list(params)
             timeout = blocking_timeout(self.config.timeout, _wait_of(params))
         timeout = max(timeout, 0.001)
         target = urllib.parse.quote(path, safe="/:")
@@ -244,25 +275,26 @@ class Transport:
             data = body
         else:
             data = body.encode("utf-8")
-        hdrs = {"Accept": "application/json"}
-        if self.config.token:
-            hdrs["X-Consul-Token"] = self.config.token
+        hdrs = self._base_headers()
         if headers:
-            hdrs.update(headers)
-        for value in hdrs.values():
-            if not _HEADER_SAFE.fullmatch(value):
-                # http.client would raise ValueError quoting the value: maybe the token.
-                raise ConfigurationError(
-                    "a request header (e.g. the ACL token) contains control characters"
-                )
+            hdrs = {**hdrs, **headers}
+            _check_headers(hdrs)
         for attempt in (0, 1):
             conn, reused = self._conn(timeout, method, path)
             self._begin(conn)
+            attached: socket.socket | None = None
             try:
                 if conn.timeout != timeout:  # settimeout costs a system call: only on change
                     conn.timeout = timeout
                     if conn.sock is not None:
                         conn.sock.settimeout(timeout)
+                if cancel is not None:
+                    if conn.sock is None:
+                        conn.connect()
+                    sock = conn.sock
+                    if sock is None or not cancel.attach(sock):
+                        raise _Cancelled
+                    attached = sock
                 conn.request(method, target, body=data, headers=hdrs)
                 resp = conn.getresponse()
                 payload = resp.read()
@@ -271,7 +303,15 @@ class Transport:
                 # signal handler's exception, SystemExit), the connection is mid-request:
                 # its next use would fail ("Request-sent") or read this request's answer.
                 interrupted = self._end()
+                if cancel is not None and attached is not None:
+                    cancel.detach(attached)
                 self._drop(conn, abort=True)
+                if isinstance(exc, _Cancelled) or (cancel is not None and cancel.cancelled):
+                    raise ConsulUnavailable(
+                        f"request to Consul at {self.config.address} was cancelled",
+                        operation=method,
+                        resource=path,
+                    ) from None
                 if not isinstance(exc, OSError | http.client.HTTPException):
                     raise
                 if interrupted:
@@ -289,6 +329,8 @@ class Transport:
                 )
                 continue
             self._end()
+            if cancel is not None and attached is not None:
+                cancel.detach(attached)
             if resp.will_close:
                 self._drop(conn)
             return RawResponse(

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent / "locksmith"
 
 #: Lowest first. A module may import modules of its own layer or of lower ones only.
 LAYERS: list[set[str]] = [
-    {"_exceptions", "_states", "_compat", "_backoff", "_deadline", "_clock", "_log"},
+    {"_exceptions", "_states", "_compat", "_backoff", "_deadline", "_clock", "_log", "_cancel"},
     {"_durations"},
     {"_validate", "_config"},
     {"_models", "_lease", "_core"},
