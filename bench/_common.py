@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/x.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
-import structlog  # noqa: E402
 
 from locksmith.testing import ConsulAgent, consul_version, find_consul  # noqa: E402
 
@@ -501,15 +500,11 @@ def now_ms() -> float:
     return time.perf_counter() * 1000.0
 
 
-def quiet_logs(level: int = logging.WARNING) -> None:
-    """Configure structlog as a production app would: drop events below *level*.
+def log_info() -> None:
+    """Show locksmith's INFO events on stderr (``--log-info``: what logging costs).
 
-    locksmith never configures structlog; unconfigured, structlog prints every info event
-    (``lock.acquired``, ``lock.released``) to stdout, which would dominate these timings.
-    ``cache_logger_on_first_use`` is structlog's production advice: without it every log
-    call of a module-level logger rebuilds its bound logger.
+    By default nothing is configured, as in an application that does not ask for the
+    library's events: locksmith's loggers (``locksmith.*``) are then silent and cost one
+    level check per event.
     """
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        cache_logger_on_first_use=True,
-    )
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")

@@ -210,10 +210,10 @@ def main() -> None:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=None, help="timed pairs per competitor per round")
     p.add_argument("--only", nargs="*", default=list(COMPETITORS), choices=list(COMPETITORS))
-    p.add_argument("--log-info", action="store_true", help="leave structlog unconfigured")
+    p.add_argument("--log-info", action="store_true", help="log locksmith's INFO events")
     args = p.parse_args()
-    if not args.log_info:
-        c.quiet_logs()
+    if args.log_info:
+        c.log_info()
     repeat = args.repeat or (2 if args.quick else 5)
     pairs = args.pairs or (200 if args.quick else 1000)
     names = [n for n in COMPETITORS if n in args.only]

@@ -80,7 +80,6 @@ def main() -> None:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--ops", type=int, default=None, help="timed operations per case per round")
     args = p.parse_args()
-    c.quiet_logs()
     repeat = args.repeat or (2 if args.quick else 5)
     ops = args.ops or (100 if args.quick else 500)
     rng = random.Random(args.seed)

@@ -2,7 +2,7 @@
 
 Method. One dev agent. The holder is a separate Python process (this script with
 ``--holder``) running a locksmith ``LockManager``; it prints, as JSON lines, the wall-clock
-time of every successful session create and renew (hooked from locksmith's structlog events
+time of every successful session create and renew (hooked from locksmith's log events
 ``session.created`` / ``session.renewed``, so within one loopback round trip of the
 server's timer reset). The waiter is started and parked first, then the holder is SIGKILLed
 at a random moment 1-5 s after it acquired. Consul invalidates an unrenewed session at
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import signal
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c
-import structlog
 
 from locksmith import Consul, LockManager
 
@@ -82,13 +82,18 @@ QUICK = ["locksmith ttl10 ld0"]
 def holder_main(addr: str, key: str, ttl: float, lock_delay: float, flags: int) -> None:
     """Run in the child: acquire *key*, report creates/renews on stdout, wait to be killed."""
 
-    def hook(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
-        name = event.get("event")
-        if name in ("session.created", "session.renewed", "session.lost", "lock.lost"):
-            print(json.dumps({"event": name, "t": time.time()}), flush=True)
-        raise structlog.DropEvent
+    class Hook(logging.Handler):
+        """locksmith's events arrive as stdlib records whose message is the event dict."""
 
-    structlog.configure(processors=[hook])
+        def emit(self, record: logging.LogRecord) -> None:
+            event = record.msg if isinstance(record.msg, Mapping) else {}
+            name = event.get("event")
+            if name in ("session.created", "session.renewed", "session.lost", "lock.lost"):
+                print(json.dumps({"event": name, "t": time.time()}), flush=True)
+
+    logger = logging.getLogger("locksmith")
+    logger.addHandler(Hook())
+    logger.setLevel(logging.DEBUG)
     consul = Consul(addr)
     mgr = LockManager(consul, ttl=f"{ttl}s", lock_delay=f"{lock_delay}s", name="bench-holder")
     mgr.lock(key, b"holder", flags=flags).acquire(timeout=60)
@@ -258,7 +263,6 @@ def main() -> None:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--settings", nargs="*", choices=list(SETTINGS), default=None)
     args: argparse.Namespace = p.parse_args()
-    c.quiet_logs()
     names = args.settings or (QUICK if args.quick else list(SETTINGS))
     repeat = args.repeat or (1 if args.quick else 2)
     rng = random.Random(args.seed)

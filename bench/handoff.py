@@ -217,10 +217,10 @@ def consul_lock_round(
 
 def main() -> None:
     p = c.parser(__doc__.splitlines()[0])
-    p.add_argument("--log-info", action="store_true", help="leave structlog unconfigured")
+    p.add_argument("--log-info", action="store_true", help="log locksmith's INFO events")
     args = p.parse_args()
-    if not args.log_info:
-        c.quiet_logs()
+    if args.log_info:
+        c.log_info()
     repeat = args.repeat or (5 if args.quick else 20)
     rng = random.Random(args.seed)
     names = ["raw-http", "locksmith", "consul-lock"]

@@ -43,7 +43,6 @@ HOLD_S = 0.010
 
 def child_main(addr: str, n: int, ttl: str, idle: float, budget: float) -> None:
     """In the child: hold *n* locks, report JSON lines the parent reads."""
-    c.quiet_logs()
 
     def emit(**kw: Any) -> None:
         print(json.dumps(kw), flush=True)
@@ -225,7 +224,6 @@ def main() -> None:
         "--budget", type=float, default=None, help="max seconds to spend acquiring (300; quick 20)"
     )
     args = p.parse_args()
-    c.quiet_logs()
     counts = (
         args.counts
         if args.counts is not None
