@@ -100,10 +100,10 @@ from locksmith._protocol import (
     WatchSaw,
     Woke,
 )
+from locksmith._settings import SessionSpec
 from locksmith._states import LockState, LossReason, ManagerState
-from locksmith._validate import Behavior
 
-__all__ = ["Engine", "SessionSpec"]
+__all__ = ["Engine"]
 
 log = get_logger("locksmith.manager")
 _STDLOG = logging.getLogger("locksmith.manager")
@@ -112,19 +112,6 @@ _STDLOG = logging.getLogger("locksmith.manager")
 EXIT_CLOSE_TIMEOUT = 5.0
 
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """How the engine creates its session (validated by the manager)."""
-
-    name: str | None
-    node: str | None
-    node_checks: tuple[str, ...] | None
-    service_checks: tuple[str, ...] | None
-    lock_delay: float
-    behavior: Behavior
-    ttl: float | None
 
 
 class _HasCallbacks(Protocol):

@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
     {"_client", "_follow"},
     {"_protocol"},
     {"_machine"},  # the sans-IO state machine
+    {"_settings"},
     {"_engine"},  # the threads that run it
     {"_lock"},
     {"_ports"},
