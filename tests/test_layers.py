@@ -30,10 +30,12 @@ LAYERS: list[set[str]] = [
     {"_machine"},  # the sans-IO state machine
     {"_settings"},
     {"_engine"},  # the threads that run it
+    {"_fencing"},
     {"_lock"},
     {"_ports"},
     {"_election", "_semaphore", "_singleton", "_registration", "_child"},  # recipes
     {"_manager"},
+    {"aio"},  # the asyncio front-end: the same machine, the async client, async recipes
     {"__init__", "__main__", "_cli", "testing", "demo"},
 ]
 
