@@ -40,6 +40,7 @@ from locksmith._registration import Registration
 from locksmith._semaphore import Semaphore
 from locksmith._singleton import SingletonGuard
 from locksmith._states import LockState, LossReason, ManagerState
+from locksmith._stats import Histogram, ManagerStats
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "ConsulUnavailable",
     "Election",
     "FakeClock",
+    "Histogram",
     "KVEntry",
     "KVStore",
     "LeaderInfo",
@@ -78,6 +80,7 @@ __all__ = [
     "ManagerClosed",
     "ManagerSnapshot",
     "ManagerState",
+    "ManagerStats",
     "NotHeld",
     "PermissionDenied",
     "ProtocolError",

@@ -102,6 +102,7 @@ from locksmith._protocol import (
 )
 from locksmith._settings import SessionSpec
 from locksmith._states import LockState, LossReason, ManagerState
+from locksmith._stats import ManagerStats
 
 __all__ = ["Engine"]
 
@@ -290,6 +291,11 @@ class Engine:
         """See :meth:`LockMachine.snapshot`."""
         with self._mu:
             return self._machine.snapshot(self.clock.monotonic())
+
+    def stats(self) -> ManagerStats:
+        """See :meth:`LockMachine.stats_snapshot`."""
+        with self._mu:
+            return self._machine.stats_snapshot(self.clock.monotonic())
 
     def machine_view(self) -> LockMachine:
         """The machine (for tests and diagnostics: read it, never change it)."""

@@ -109,6 +109,7 @@ from locksmith._states import (
     SessionState,
     advance,
 )
+from locksmith._stats import ManagerStats, Recorder
 
 __all__ = ["MAX_TXN_OPS", "LockMachine", "MachineConfig", "ManagerSnapshot"]
 
@@ -230,6 +231,8 @@ class _Attempt:
     delay_known: bool | None = None
     #: Read the key before the first send (to check its flags).
     check_flags: bool = True
+    #: When the call began (for the acquire latency).
+    started: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -322,6 +325,7 @@ class LockMachine:
         self._closing = _Worker()
         self._close_deadline = Deadline()
         self._closed_keys: set[str] = set()
+        self.stats = Recorder()
 
     # ================================================================== entry point
     def handle(self, event: Event, now: float) -> list[Command]:
@@ -400,6 +404,10 @@ class LockMachine:
             pending_releases=tuple(sorted(k for (k, _) in self._pending)),
             pending_destroys=tuple(sorted(self._destroys)),
         )
+
+    def stats_snapshot(self, now: float) -> ManagerStats:
+        """The counters so far, and the leases held at ``now``."""
+        return self.stats.snapshot(len(self.held_leases(now)))
 
     def pending_releases(self) -> list[ReleaseItem]:
         """Keys waiting for the cleaner (presumed-lost or ambiguous holds)."""
@@ -493,6 +501,7 @@ class LockMachine:
             deadline=Deadline(ev.deadline),
             blocking=ev.blocking,
             check_flags=ev.key not in self._flags_ok,
+            started=self._now,
         )
         self._attempts[a.actor] = a
         if self.lock_state(a.lock_id) in (LockState.UNLOCKED, LockState.LOST):
@@ -657,6 +666,7 @@ class LockMachine:
         timer = LeaseTimer(ev.ttl, ev.started, self.cfg.renew_fraction)
         self._sess = _Session(ev.sid, ev.owned, ev.lock_delay, timer)
         self.session_state = advance(self.session_state, SessionState.ACTIVE)
+        self.stats.sessions_created += 1
         self._log(
             logging.INFO,
             "session.created" if ev.owned else "session.adopted",
@@ -753,6 +763,8 @@ class LockMachine:
                     previous_session=event.previous_session,
                 )
                 self._emit(Notify(event, a.lock_id))
+                self.stats.lock_delay_waits += 1
+                self.stats.lock_delay_wait.observe(event.wait)
             self._wait(a, _P.SLEEPING, action.until)
             return
         a.delay_known = None
@@ -808,6 +820,8 @@ class LockMachine:
         self._phase(a, _P.DONE)
         del self._attempts[a.actor]
         self._set_lock(a.lock_id, a.key, LockState.HELD)
+        self.stats.acquired += 1
+        self.stats.acquire_latency.observe(now - a.started)
         self._log(logging.INFO, "lock.acquired", key=a.key, session_id=sid, fencing_token=token)
         self._emit(Finish(a.actor, lease))
         self._follow(a.key, token)
@@ -950,6 +964,7 @@ class LockMachine:
             del self._owner[a.key]
         self._unqueue(a)
         self._set_lock(a.lock_id, a.key)
+        self.stats.acquire_failed += 1
         if answer:
             self._emit(Finish(a.actor, result))
         self._wake_queue(a.key)
@@ -1007,6 +1022,7 @@ class LockMachine:
         self._releasing.pop(r.hold.lease.key, None)
         lease = r.hold.lease
         if reason is None:
+            self._count_release(lease)
             self._log(logging.INFO, "lock.released", key=lease.key, session_id=lease.session_id)
             self._emit(LeaseEnded(lease, None))
             self._set_lock(r.hold.lock_id, r.hold.lease.key)
@@ -1084,14 +1100,21 @@ class LockMachine:
         )
         del self._releases[r.actor]
         self._releasing.pop(r.hold.lease.key, None)
+        self._count_release(lease)
         self._emit(LeaseEnded(lease, None))
         self._set_lock(r.hold.lock_id, r.hold.lease.key)
         self._emit(Finish(r.actor, True))
         self._wake_queue(lease.key)
 
     # ================================================================== losses
+    def _count_release(self, lease: Lease) -> None:
+        self.stats.released += 1
+        self.stats.hold_duration.observe(self._now - lease.acquired_at)
+
     def _announce_loss(self, hold: _Hold, reason: LossReason) -> None:
         lease = hold.lease
+        self.stats.lost[reason.value] += 1
+        self.stats.hold_duration.observe(self._now - lease.acquired_at)
         self._log(
             logging.WARNING,
             "lock.lost",
@@ -1129,6 +1152,7 @@ class LockMachine:
         reason = settle_reason(reason, sess.timer.valid(now))
         self.session_state = advance(self.session_state, SessionState.NONE)
         self._sess = None
+        self.stats.sessions_lost += 1
         lost = [h for h in self._holds.values() if h.lease.session_id == sess.sid]
         self._log(
             logging.WARNING,
@@ -1200,10 +1224,13 @@ class LockMachine:
             return
         if ev.started is not None:
             sess.timer.renewed(ev.started, ev.ttl)
+            self.stats.renewals += 1
+            self.stats.renew_latency.observe(self._now - ev.started)
             self._renewer.tries = 0
             self._log(logging.DEBUG, "session.renewed", session_id=ev.sid, ttl=ev.ttl)
             self._schedule_renew()
             return
+        self.stats.renew_failures += 1
         self._log(logging.WARNING, "session.renew_failed", session_id=ev.sid, error=str(ev.error))
         # Nothing worked before the renew loop stopped (a refusal that retrying at once
         # does not heal): pause, then try again; the lease deadline still rules.
@@ -1583,6 +1610,7 @@ class LockMachine:
                 lease.key, lease.session_id, lease.value, lease.flags
             )
             self._closed_keys.add(lease.key)
+            self._count_release(lease)
             self._emit(LeaseEnded(lease, None))
             self._set_lock(hold.lock_id, hold.lease.key, LockState.RELEASING)
             self._set_lock(hold.lock_id, hold.lease.key)

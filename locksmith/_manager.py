@@ -32,6 +32,7 @@ from locksmith._semaphore import Semaphore
 from locksmith._settings import ManagerSettings
 from locksmith._singleton import SingletonGuard
 from locksmith._states import ManagerState
+from locksmith._stats import ManagerStats
 from locksmith._validate import (
     Behavior,
     check_callback,
@@ -233,6 +234,11 @@ class LockManager:
     def snapshot(self) -> ManagerSnapshot:
         """What this manager holds, waits for and follows right now (no I/O)."""
         return self._engine.snapshot()
+
+    def stats(self) -> ManagerStats:
+        """What this manager did so far: acquisitions and their latency, hold durations,
+        lock-delay waits, losses by reason, renewals and their latency, sessions (no I/O)."""
+        return self._engine.stats()
 
     def held_locks(self) -> list[Lease]:
         """The leases held right now."""

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"_exceptions", "_states", "_compat", "_backoff", "_deadline", "_clock", "_log", "_cancel"},
     {"_durations"},
     {"_validate", "_config"},
-    {"_models", "_lease", "_core"},
+    {"_models", "_lease", "_core", "_stats"},
     {"_transport"},
     {"_error_map", "_adapter"},
     {"_endpoints"},
