@@ -1,4 +1,4 @@
-"""Export locksmith managers' statistics to Prometheus (``pip install 'consul-locksmith[prometheus]'``).
+"""Export locksmith managers' statistics to Prometheus (the `prometheus` extra).
 
 :class:`LocksmithCollector` is a ``prometheus_client`` collector that reads
 :meth:`LockManager.stats` (or :meth:`AsyncLockManager.stats`) of the managers added to it on
