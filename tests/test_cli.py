@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
+import subprocess
 import threading
 import time
 import uuid
@@ -41,6 +43,7 @@ from locksmith import (
 from locksmith import _cli as cli
 from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
+from locksmith.testing import find_consul
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 SECRET = "5f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
@@ -189,6 +192,47 @@ def test_docs_cli_md_lists_every_exit_code_and_json_field() -> None:
         assert f"| {code} " in text, f"exit code {code} not documented"
     for field in (*cli.SESSION_FIELDS, *cli.META_FIELDS, *cli.LOCK_FIELDS, *cli.LEADER_FIELDS):
         assert f"`{field}`" in text, f"JSON field {field} not documented"
+
+
+COMPARISON = DOCS.with_name("comparison.md")
+
+
+def _consul_lock_flags() -> list[str]:
+    """Every flag ``consul lock -h`` lists (e.g. ``-shell``, ``-http-addr``)."""
+    proc = subprocess.run(
+        [str(find_consul()), "lock", "-h"], capture_output=True, text=True, timeout=60, check=False
+    )
+    flags = re.findall(r"^  (-[a-z][a-z-]*)", proc.stdout + proc.stderr, re.M)
+    assert "-shell" in flags and "-child-exit-code" in flags, proc.stdout + proc.stderr
+    return flags
+
+
+def _migration_section() -> str:
+    text = COMPARISON.read_text(encoding="utf-8")
+    match = re.search(r"^## Migrating from `consul lock`\n(.*?)(?=^## )", text, re.M | re.S)
+    assert match, "docs/comparison.md has no '## Migrating from `consul lock`' section"
+    return match.group(1)
+
+
+def test_migration_from_consul_lock_maps_every_consul_lock_flag() -> None:
+    section = _migration_section()
+    rows = [line for line in section.splitlines() if line.startswith("| `-")]
+    mapped = {flag for row in rows for flag in re.findall(r"`(-[a-z][a-z-]*)", row.split("|")[1])}
+    missing = [flag for flag in _consul_lock_flags() if flag not in mapped]
+    assert not missing, f"consul lock flags without a locksmith equivalent in the table: {missing}"
+    # The difference that bites first: consul lock runs COMMAND through a shell by default.
+    assert "--shell" in section and "$SHELL" in section
+    assert "-child-exit-code" in section
+
+
+def test_migration_names_only_real_locksmith_options() -> None:
+    parser = dict(_walk(cli.build_parser()))[("run",)]
+    known = set(_options(parser)) | set(GLOBAL_OPTIONS)
+    named = set(re.findall(r"`(--?[a-z][a-z-]*)", _migration_section()))
+    consul_flags = set(_consul_lock_flags())
+    unknown = sorted(o for o in named if o.startswith("--") and o not in known)
+    unknown += sorted(o for o in named if not o.startswith("--") and o not in consul_flags | known)
+    assert not unknown, f"options in the migration section that neither tool has: {unknown}"
 
 
 def test_exit_codes_match_the_child_module() -> None:
