@@ -316,6 +316,56 @@ def test_run_without_command_is_a_usage_error(run: Run) -> None:
     assert "COMMAND is missing" in err
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("not-on-path", 127, "COMMAND not found: 'no-such-cmd-xyz'"),
+        ("missing-path", 127, "COMMAND not found: "),
+        ("not-executable", 126, "COMMAND is not executable: "),
+        ("directory", 126, "COMMAND is not executable: "),
+        ("on-path-not-executable", 126, "COMMAND is not executable: "),
+    ],
+    ids=lambda case: case[0],
+)
+def test_missing_or_unexecutable_command_exits_before_any_request(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: tuple[str, int, str]
+) -> None:
+    kind, code, message = case
+    plain = tmp_path / "plain.sh"
+    plain.write_text("#!/bin/sh\nexit 0\n")
+    plain.chmod(0o644)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    command = {
+        "not-on-path": "no-such-cmd-xyz",
+        "missing-path": str(tmp_path / "nope"),
+        "not-executable": str(plain),
+        "directory": str(tmp_path),
+        "on-path-not-executable": "plain.sh",
+    }[kind]
+    # Port 1 is closed: a request would give 69 (or 75 after --timeout), so 126/127 proves
+    # the command was looked at before anything talked to Consul.
+    for what in (["run", "p"], ["elect", "k", "--value", "v"]):
+        got, _out, err = run(
+            "--address", "127.0.0.1:1", *what, "--timeout", "20s", "--", command, "x"
+        )
+        assert got == code, err
+        assert err.strip().splitlines() == [err.strip()]
+        assert err.startswith(f"locksmith: error: {message}"), err
+
+
+def test_shell_mode_needs_bin_sh_before_any_request(
+    run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from locksmith._cli import _run
+
+    monkeypatch.setattr(_run, "SHELL", str(tmp_path / "no-sh"))
+    code, _out, err = run(
+        "--address", "127.0.0.1:1", "run", "--shell", "--timeout", "20s", "p", "--", "true"
+    )
+    assert code == 127, err
+    assert "--shell needs" in err and "no-sh" in err
+
+
 # -- connection errors and the token -------------------------------------------------------
 def test_unreachable_consul_is_69_one_line_without_traceback(run: Run) -> None:
     code, out, err = run("--address", "127.0.0.1:1", "sessions", "list", address=False)

@@ -114,6 +114,21 @@ def test_run_missing_command_is_127(procs: Procs) -> None:
     assert "Traceback" not in err
 
 
+def test_missing_command_is_found_before_the_lock_is_taken(procs: Procs, consul: Consul) -> None:
+    """127 at once, while another process holds the lock: no waiting, no session made."""
+    prefix = unique("cli-127-first")
+    holder = procs.consul_lock(prefix, "sleep 120")
+    wait_for(lambda: _holder(consul, f"{prefix}/.lock"), BOUND, what="consul lock to hold")
+    name = unique("never-waits")
+    proc = procs.locksmith("run", "--name", name, prefix, "--", "no-such-cmd-xyz", "--flag")
+    code, _, err = _finish(proc)  # without the check first it would wait forever
+    assert code == 127, err
+    assert err.strip().splitlines() == ["locksmith: error: COMMAND not found: 'no-such-cmd-xyz'"]
+    assert not [s for s in consul.sessions.list() if s.name.startswith(name)]
+    holder.send_signal(signal.SIGTERM)
+    holder.wait(BOUND)
+
+
 def test_run_shell_mode(procs: Procs, tmp_path: Path) -> None:
     out_file = tmp_path / "out"
     proc = procs.locksmith(

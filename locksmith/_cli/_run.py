@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -23,7 +24,13 @@ from typing import IO, Any
 import structlog
 
 from locksmith._cli._context import ctx
-from locksmith._cli._exit import EXIT_LOCK_LOST, EXIT_USAGE, CLIError
+from locksmith._cli._exit import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_COMMAND_NOT_FOUND,
+    EXIT_LOCK_LOST,
+    EXIT_USAGE,
+    CLIError,
+)
 from locksmith._cli._output import PROG, err, semaphore_state
 from locksmith._client import Consul, next_index
 from locksmith._compat import lock_key
@@ -168,6 +175,49 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
     return list(args.command)
 
 
+#: The shell of ``--shell`` (:func:`locksmith._child.run_exclusive` runs ``/bin/sh -c``).
+SHELL = "/bin/sh"
+
+
+def _not_found(what: str) -> CLIError:
+    return CLIError(f"COMMAND not found: {what!r}", EXIT_COMMAND_NOT_FOUND)
+
+
+def _not_executable(path: str) -> CLIError:
+    return CLIError(f"COMMAND is not executable: {path!r}", EXIT_CANNOT_EXECUTE)
+
+
+def check_command(argv: list[str], shell: bool) -> None:
+    """Find COMMAND before any lock is taken, as the exec that runs it later would.
+
+    A command that cannot run exits 127 (not found) or 126 (found, not executable) at once,
+    instead of after waiting for the lock and taking it for nothing. A name without ``/`` is
+    looked up on ``PATH``; a path must be an executable file. With ``--shell`` the shell
+    resolves COMMAND itself, so only the shell is checked.
+    """
+    if shell:
+        if not os.path.isfile(SHELL):
+            raise CLIError(f"--shell needs {SHELL}, which does not exist", EXIT_COMMAND_NOT_FOUND)
+        if not os.access(SHELL, os.X_OK):
+            raise CLIError(f"--shell needs {SHELL}, which is not executable", EXIT_CANNOT_EXECUTE)
+        return
+    prog = argv[0]
+    if "/" in prog:
+        if not os.path.exists(prog):
+            raise _not_found(prog)
+        if os.path.isdir(prog) or not os.access(prog, os.X_OK):
+            raise _not_executable(prog)
+        return
+    if shutil.which(prog) is not None:
+        return
+    # Not found as an executable: a file of that name on PATH is "not executable" (126).
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", prog)
+        if os.path.exists(candidate):
+            raise _not_executable(candidate)
+    raise _not_found(prog)
+
+
 def _session_name(args: argparse.Namespace, what: str, key: str) -> str:
     if args.name:
         return str(args.name)
@@ -264,6 +314,7 @@ def _run_guarded(
     from locksmith._manager import LockManager  # noqa: PLC0415
 
     timeout = _timeout(args)
+    check_command(argv, args.shell)
     consul = ctx().consul()
     mgr = LockManager(
         consul,
