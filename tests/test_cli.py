@@ -42,6 +42,12 @@ from locksmith import (
 )
 from locksmith import _cli as cli
 from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE
+from locksmith._cli._cleanup import (
+    Cleanup,
+    delete_if_unchanged,
+    destroy_lock_key,
+    destroy_semaphore_key,
+)
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
 from locksmith.testing import find_consul
 
@@ -752,6 +758,65 @@ def test_leader_none_then_current_leader(run: Run, consul: Consul) -> None:
         assert "host-a:8080" in out and lease.session_id in out and name in out
         election.resign()
     consul.kv.delete(key)
+
+
+# -- PREFIX/.lock cleanup ------------------------------------------------------------------
+def test_destroy_lock_key_only_when_nobody_holds_it(consul: Consul) -> None:
+    prefix = unique("cli-destroy-lock")
+    key = f"{prefix}/.lock"
+    with LockManager(consul, name=unique("holder"), lock_delay=0) as mgr:
+        lock = mgr.consul_lock(prefix)
+        lease = lock.acquire(timeout=10)
+        assert lease is not None
+        assert destroy_lock_key(consul, prefix) is Cleanup.IN_USE
+        entry = consul.kv.get(key)
+        assert entry is not None and entry.session == lease.session_id
+        lock.release()
+    assert destroy_lock_key(consul, prefix) is Cleanup.DELETED
+    assert consul.kv.get(key) is None
+    assert destroy_lock_key(consul, prefix) is Cleanup.ABSENT
+    consul.kv.put(key, b"someone else's", flags=7)
+    assert destroy_lock_key(consul, prefix) is Cleanup.FOREIGN
+    assert consul.kv.get(key) is not None
+    consul.kv.delete(key)
+
+
+def test_the_delete_is_a_check_and_set_that_spares_a_new_holder(
+    consul: Consul, new_session: Callable[..., str]
+) -> None:
+    key = f"{unique('cli-destroy-cas')}/.lock"
+    consul.kv.put(key, b"", flags=CONSUL_LOCK_FLAGS)
+    free = consul.kv.get(key)
+    assert free is not None and free.session is None
+    sid = new_session(lock_delay="0s")
+    assert consul.kv.put(key, b"", flags=CONSUL_LOCK_FLAGS, acquire=sid)  # taken after the read
+    assert delete_if_unchanged(consul, key, free.modify_index, 10.0) is False
+    entry = consul.kv.get(key)
+    assert entry is not None and entry.session == sid
+    consul.kv.put(key, b"", release=sid)
+    consul.kv.delete(key)
+
+
+def test_destroy_semaphore_key_only_without_holders_or_contenders(
+    consul: Consul, new_session: Callable[..., str]
+) -> None:
+    prefix = unique("cli-destroy-sem")
+    key = f"{prefix}/.lock"
+    with LockManager(consul, name=unique("holder"), lock_delay=0) as mgr:
+        sem = mgr.semaphore(prefix, 2)
+        assert sem.acquire(timeout=10) is not None
+        assert destroy_semaphore_key(consul, prefix) is Cleanup.IN_USE
+        sem.release()
+        assert destroy_semaphore_key(consul, prefix) is Cleanup.DELETED
+    assert consul.kv.list(f"{prefix}/") == []
+    # A contender waiting for a slot (its key held, not listed in .lock) keeps .lock too.
+    sid = new_session(behavior="delete", lock_delay="0s")
+    assert consul.kv.put(f"{prefix}/{sid}", b"", flags=CONSUL_SEMAPHORE_FLAGS, acquire=sid)
+    consul.kv.put(key, b'{"Limit":2,"Holders":{}}', flags=CONSUL_SEMAPHORE_FLAGS)
+    assert destroy_semaphore_key(consul, prefix) is Cleanup.IN_USE
+    consul.sessions.destroy(sid)  # Behavior=delete: its contender key goes with it
+    assert destroy_semaphore_key(consul, prefix) is Cleanup.DELETED
+    assert consul.kv.list(f"{prefix}/") == []
 
 
 # -- waiting status ------------------------------------------------------------------------

@@ -25,6 +25,7 @@ LAYERS = {
     "_output": 1,
     "_parser": 2,
     "_context": 2,
+    "_cleanup": 2,
     "_sessions": 3,
     "_locks": 3,
     "_run": 3,

@@ -190,6 +190,20 @@ def test_signal_while_waiting_gives_up_cleanly(
     holder.wait(BOUND)
 
 
+@pytest.mark.parametrize("limit", ["1", "3"], ids=["lock", "semaphore"])
+def test_run_leaves_no_key_behind(procs: Procs, consul: Consul, limit: str) -> None:
+    """Like consul lock (api.Lock/Semaphore.Destroy): an unused PREFIX/.lock is deleted."""
+    prefix = unique("cli-no-leftover")
+    for _ in range(2):
+        code, _, err = _finish(
+            procs.locksmith("run", "-n", limit, "--lock-delay", "0", prefix, "--", "true")
+        )
+        assert code == 0, err
+        assert consul.kv.list(f"{prefix}/") == []
+    code, out, err = _finish(procs.locksmith("locks", f"{prefix}/"))
+    assert (code, out.strip()) == (0, f"no locks under '{prefix}/'"), err
+
+
 def test_locksmith_run_leaves_the_key_usable_by_consul_lock(procs: Procs) -> None:
     """After `locksmith run P` released, `consul lock P` must accept the key (Consul's flags)."""
     prefix = unique("cli-then-consul")

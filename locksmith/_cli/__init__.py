@@ -10,6 +10,7 @@ higher ones:
 - ``_logging``: structlog configuration for a command and redaction of the ACL token.
 - ``_parser``: the argparse parser (every command, option, help text and argument type).
 - ``_context``: the running command's settings and its Consul client; the read options.
+- ``_cleanup``: deleting an unused ``PREFIX/.lock`` after a release, as Consul's recipes do.
 - ``_sessions``, ``_locks``, ``_run`` (``run`` and ``elect``), ``_leader``: one module per
   command, built on the modules above.
 - this ``__init__``: wires the command modules to the parser, and :func:`main`, which

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import structlog
 
+from locksmith._cli._cleanup import Cleanup, destroy_lock_key, destroy_semaphore_key
 from locksmith._cli._context import ctx
 from locksmith._cli._exit import (
     EXIT_CANNOT_EXECUTE,
@@ -175,6 +176,9 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
     return list(args.command)
 
 
+#: Seconds each request deleting an unused ``.lock`` key may take.
+_CLEANUP_TIMEOUT = 5.0
+
 #: The shell of ``--shell`` (:func:`locksmith._child.run_exclusive` runs ``/bin/sh -c``).
 SHELL = "/bin/sh"
 
@@ -283,14 +287,64 @@ def _waiting_status(
         display.stop()
 
 
-def _close_in_fresh_thread(mgr: Any, consul: Consul) -> None:
-    """Close the manager (release, destroy the session) from a new thread.
+class _Tracked:
+    """The guard handed to ``run_exclusive``, remembering whether it was ever acquired."""
+
+    def __init__(self, guard: Any) -> None:
+        self._guard = guard
+        self.acquired = False
+
+    @property
+    def key(self) -> str:
+        return str(self._guard.key)
+
+    @property
+    def held(self) -> bool:
+        return bool(self._guard.held)
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:
+        lease = self._guard.acquire(blocking=blocking, timeout=timeout)
+        if lease is not None:
+            self.acquired = True
+        return lease
+
+    def release(self) -> bool:
+        return bool(self._guard.release())
+
+    def on_lost(self, callback: Callable[[Any], object]) -> Callable[[Any], object]:
+        return self._guard.on_lost(callback)  # type: ignore[no-any-return]
+
+    def ended(self, lease: Any = None) -> threading.Event:
+        return self._guard.ended(lease)  # type: ignore[no-any-return]
+
+
+def _clean_up(consul: Consul, cleanup: Callable[[Consul], Cleanup], key: str) -> None:
+    """Delete the unused ``.lock`` key (see :mod:`._cleanup`); never fails the command."""
+    try:
+        outcome = cleanup(consul)
+    except LocksmithError as exc:
+        log.info("cli.lock_key_cleanup_failed", key=key, error=str(exc))
+        return
+    log.info("cli.lock_key_cleanup", key=key, outcome=outcome.value)
+
+
+def _close_in_fresh_thread(
+    mgr: Any, consul: Consul, cleanup: Callable[[], None] | None = None
+) -> None:
+    """Close the manager (release, destroy the session) from a new thread, then clean up.
 
     A Ctrl-C or SIGTERM while waiting interrupts a request half-way, leaving this thread's
     keep-alive connection unusable; a fresh thread gets a fresh connection, so the session is
-    still destroyed and no contender key is left behind.
+    still destroyed and no contender key is left behind. ``cleanup`` runs once the manager
+    released everything (so it sees the keys as others will).
     """
-    t = threading.Thread(target=mgr.close, name="locksmith-cli-close", daemon=True)
+
+    def close() -> None:
+        mgr.close()
+        if cleanup is not None:
+            cleanup()
+
+    t = threading.Thread(target=close, name="locksmith-cli-close", daemon=True)
     t.start()
     t.join(timeout=30.0)
     consul.close()
@@ -309,6 +363,7 @@ def _run_guarded(
     key: str,
     semaphore_prefix: str | None,
     what: str,
+    cleanup: Callable[[Consul], Cleanup] | None = None,
 ) -> int:
     from locksmith._child import run_exclusive  # noqa: PLC0415 - loaded on demand
     from locksmith._manager import LockManager  # noqa: PLC0415
@@ -328,14 +383,15 @@ def _run_guarded(
         started.set()
         log.info("cli.child_started", key=lease.key, pid=pid, fencing_token=lease.fencing_token)
 
+    guard: _Tracked | None = None
     try:
         with _terminate_raises():
-            guard = make_guard(mgr)
+            guard = _Tracked(make_guard(mgr))
             with _waiting_status(
                 consul,
                 key,
                 semaphore_prefix,
-                lambda: started.is_set() or bool(guard.held),
+                lambda: started.is_set() or (guard is not None and guard.held),
                 lambda: _own_sessions(mgr),
             ):
                 status = run_exclusive(
@@ -351,7 +407,11 @@ def _run_guarded(
         err(f"{PROG}: {signal.Signals(exc.signum).name} while waiting for {key}: gave up")
         return 128 + exc.signum
     finally:
-        _close_in_fresh_thread(mgr, consul)
+        after = None
+        if cleanup is not None and guard is not None and guard.acquired:
+            clean = cleanup
+            after = lambda: _clean_up(consul, clean, key)  # noqa: E731
+        _close_in_fresh_thread(mgr, consul, after)
     if status == EXIT_LOCK_LOST:
         log.warning("cli.lock_lost", key=key)
     return int(status)
@@ -374,6 +434,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             key=key,
             semaphore_prefix=None,
             what="run",
+            cleanup=lambda c: destroy_lock_key(c, prefix, timeout=_CLEANUP_TIMEOUT),
         )
     return _run_guarded(
         args,
@@ -382,6 +443,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         key=key,
         semaphore_prefix=prefix,
         what="run",
+        cleanup=lambda c: destroy_semaphore_key(c, prefix, timeout=_CLEANUP_TIMEOUT),
     )
 
 
