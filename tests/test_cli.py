@@ -48,6 +48,7 @@ from locksmith._cli._cleanup import (
     destroy_lock_key,
     destroy_semaphore_key,
 )
+from locksmith._cli._status import HOLDER_FIELDS, STATUS_EVENT, STATUS_FIELDS, WaitingStatus
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
 from locksmith.testing import find_consul
 
@@ -198,6 +199,9 @@ def test_docs_cli_md_lists_every_exit_code_and_json_field() -> None:
         assert f"| {code} " in text, f"exit code {code} not documented"
     for field in (*cli.SESSION_FIELDS, *cli.META_FIELDS, *cli.LOCK_FIELDS, *cli.LEADER_FIELDS):
         assert f"`{field}`" in text, f"JSON field {field} not documented"
+    for field in (*STATUS_FIELDS, *HOLDER_FIELDS):
+        assert f"`{field}`" in text, f"waiting status field {field} not documented"
+    assert f"`{STATUS_EVENT}`" in text
 
 
 COMPARISON = DOCS.with_name("comparison.md")
@@ -834,19 +838,14 @@ def test_waiting_status_shows_holder_name_and_node(consul: Consul, tty: bool) ->
         lock = mgr.lock(key)
         assert lock.acquire(timeout=10) is not None
         done = threading.Event()
-        display = cli._HolderDisplay(
-            consul,
-            key,
-            semaphore_prefix=None,
-            is_done=done.is_set,
-            own=set,
-            stream=stream,
+        status = WaitingStatus(
+            consul, key, is_done=done.is_set, own=set, stream=stream, show_after=0.0
         ).start()
         deadline = time.monotonic() + 20
         while name not in stream.getvalue() and time.monotonic() < deadline:
             time.sleep(0.05)
         done.set()
-        display.stop()
+        status.stop()
         lock.release()
     text = stream.getvalue()
     assert name in text
@@ -858,3 +857,16 @@ def test_waiting_status_shows_holder_name_and_node(consul: Consul, tty: bool) ->
         assert "\r" not in text
         assert text.startswith("locksmith: waiting")
     consul.kv.delete(key)
+
+
+def test_waiting_status_shows_nothing_when_nothing_blocks(consul: Consul) -> None:
+    key = unique("cli-status-free") + "/.lock"
+    stream = io.StringIO()
+    done = threading.Event()
+    status = WaitingStatus(
+        consul, key, is_done=done.is_set, own=set, stream=stream, show_after=0.0
+    ).start()
+    time.sleep(1.0)  # several checks of a free key
+    done.set()
+    status.stop()
+    assert stream.getvalue() == ""

@@ -26,6 +26,7 @@ LAYERS = {
     "_parser": 2,
     "_context": 2,
     "_cleanup": 2,
+    "_status": 2,
     "_sessions": 3,
     "_locks": 3,
     "_run": 3,

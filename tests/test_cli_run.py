@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from support import child_env, unique, wait_for
+from support import MakeManager, child_env, unique, wait_for
 
 from locksmith import Consul
 from locksmith.testing import find_consul
@@ -167,6 +167,86 @@ def test_run_times_out_while_consul_lock_holds_and_shows_the_holder(
     assert consul.agent_node() in err
     holder.send_signal(signal.SIGTERM)
     holder.wait(BOUND)
+
+
+@pytest.mark.parametrize("limit", ["1", "2"], ids=["lock", "semaphore"])
+def test_uncontended_run_in_a_pipe_prints_nothing_on_stderr(procs: Procs, limit: str) -> None:
+    """A cron job's mail stays empty: no waiting status when nothing blocks."""
+    prefix = unique("cli-quiet")
+    for _ in range(3):
+        proc = procs.locksmith("run", "-n", limit, "--lock-delay", "0", prefix, "--", "true")
+        code, out, err = _finish(proc)
+        assert (code, out, err) == (0, "", "")
+
+
+def test_a_lock_handed_over_within_a_second_prints_nothing(
+    procs: Procs, make_manager: MakeManager, consul: Consul
+) -> None:
+    prefix = unique("cli-handoff")
+    name = unique("waiter")
+    holder = make_manager(lock_delay=0).consul_lock(prefix)
+    assert holder.acquire(timeout=BOUND) is not None
+    proc = procs.locksmith("run", "--name", name, prefix, "--", "true")
+    wait_for(lambda: any(s.name == name for s in consul.sessions.list()), BOUND, what="the waiter")
+    holder.release()  # the waiter takes the lock within milliseconds, well before 1 s
+    code, _out, err = _finish(proc)
+    assert (code, err) == (0, "")
+
+
+def _json_lines(err: str) -> list[dict[str, Any]]:
+    """The ``cli.waiting`` events; every other line is JSON too, but the final error line."""
+    *logs, last = err.splitlines()
+    assert last.startswith("locksmith: error: "), err
+    lines = [json.loads(line) for line in logs]
+    return [line for line in lines if line.get("event") == "cli.waiting"]
+
+
+def test_waiting_status_is_a_json_event_with_the_holder(
+    procs: Procs, make_manager: MakeManager, consul: Consul
+) -> None:
+    prefix = unique("cli-json-status")
+    name = unique("json-holder")
+    holder = make_manager(name=name, lock_delay=0).consul_lock(prefix)
+    lease = holder.acquire(timeout=BOUND)
+    assert lease is not None
+    proc = procs.locksmith("--log-format", "json", "run", "--timeout", "3s", prefix, "--", "true")
+    code, _out, err = _finish(proc)
+    assert code == 75, err
+    events = _json_lines(err)
+    assert len(events) == 1, err  # one event per change, and the holder never changed
+    event = events[0]
+    assert event["level"] == "info"
+    assert (event["key"], event["state"]) == (f"{prefix}/.lock", "held")
+    assert event["waited"] >= 0.9  # shown only after about a second of waiting
+    assert event["holders"] == [
+        {
+            "session": lease.session_id,
+            "name": name,
+            "node": consul.agent_node(),
+            "held_for": event["holders"][0]["held_for"],
+        }
+    ]
+    assert event["holders"][0]["held_for"] >= 0.9
+
+
+def test_waiting_status_shows_a_lock_delay_window_and_its_end(
+    procs: Procs, make_manager: MakeManager, consul: Consul
+) -> None:
+    prefix = unique("cli-delay-status")
+    holder = make_manager(lock_delay=3).consul_lock(prefix)
+    lease = holder.acquire(timeout=BOUND)
+    assert lease is not None
+    proc = procs.locksmith("--log-format", "json", "run", prefix, "--", "true")
+    assert proc.stderr is not None
+    lines = _Lines(proc.stderr)
+    first = json.loads(lines.next())  # the waiter has seen the holder (after about 1 s)
+    assert (first["event"], first["state"]) == ("cli.waiting", "held"), first
+    consul.sessions.destroy(lease.session_id)  # invalidated: a 3 s lock-delay window starts
+    second = json.loads(lines.next())
+    assert (second["event"], second["state"]) == ("cli.waiting", "lock_delay"), second
+    assert 0 < second["lock_delay_ends_in"] <= 3.5  # the window's end, as estimated
+    assert second["previous_session"] == lease.session_id
+    assert proc.wait(BOUND) == 0  # taken once the window ended
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])

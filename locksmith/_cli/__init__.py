@@ -10,6 +10,7 @@ higher ones:
 - ``_logging``: structlog configuration for a command and redaction of the ACL token.
 - ``_parser``: the argparse parser (every command, option, help text and argument type).
 - ``_context``: the running command's settings and its Consul client; the read options.
+- ``_status``: the waiting status of ``run``/``elect`` (what blocks the lock, after 1 s).
 - ``_cleanup``: deleting an unused ``PREFIX/.lock`` after a release, as Consul's recipes do.
 - ``_sessions``, ``_locks``, ``_run`` (``run`` and ``elect``), ``_leader``: one module per
   command, built on the modules above.
@@ -75,7 +76,6 @@ from locksmith._cli._output import (
 )
 from locksmith._cli._parser import ENV_TEXT, Handler, split_command
 from locksmith._cli._parser import build_parser as _build_parser
-from locksmith._cli._run import _HolderDisplay as _HolderDisplay  # used by tests
 from locksmith._exceptions import ConsulError, LocksmithError
 
 __all__ = [

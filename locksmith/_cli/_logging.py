@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["Redactor", "configure_logging", "stdlib_logging"]
+__all__ = ["Redactor", "configure_logging", "status_event", "stdlib_logging"]
 
 
 class Redactor:
@@ -70,6 +70,22 @@ class _StderrLogger:
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
+#: The logger of :func:`status_event`, set by :func:`configure_logging` (key ``"logger"``).
+_STATUS: dict[str, Any] = {}
+
+
+def status_event(event: str, **fields: Any) -> None:
+    """Log a status event (``run``'s waiting status) at info level, whatever ``-v`` says.
+
+    The waiting status is shown by default, like its text form; ``-q`` turns it off where it
+    is made, not here.
+    """
+    logger = _STATUS.get("logger")
+    if logger is None:  # logging not configured by a command (a test calling directly)
+        logger = structlog.get_logger("locksmith.cli")
+    logger.info(event, **fields)
+
+
 def configure_logging(fmt: str, verbose: int, quiet: bool, redactor: Redactor) -> None:
     """Configure structlog for one command: level, renderer, and the redactor."""
     if quiet:
@@ -85,16 +101,22 @@ def configure_logging(fmt: str, verbose: int, quiet: bool, redactor: Redactor) -
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    processors = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redactor,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redactor,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *a: _StderrLogger(),
         cache_logger_on_first_use=False,
+    )
+    _STATUS["logger"] = structlog.wrap_logger(
+        _StderrLogger(),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
     )
 
 

@@ -579,8 +579,9 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
         "are forwarded to COMMAND. If the lock is lost, COMMAND's process group gets SIGTERM\n"
         f"and, after --grace, SIGKILL; locksmith then exits {EXIT_LOCK_LOST}. When COMMAND exits,\n"
         "the lock is released and COMMAND's exit status is returned.\n"
-        "While waiting, a terminal shows who holds the lock (session name, node) and for\n"
-        "how long, updated in place; in a pipe, a log line per change.",
+        "After a second of waiting, stderr shows what blocks the lock (a holder's session\n"
+        "name and node, or a lock-delay window and its end): on a terminal one line updated\n"
+        "in place, in a pipe a line per change, with --log-format json a cli.waiting event.",
         "  locksmith run jobs/nightly -- ./nightly-report.sh --full\n"
         '  locksmith run --timeout 10s jobs/nightly -- ./report.sh || echo "exit $?"\n'
         "  locksmith run -n 3 jobs/encoders -- ./encode.sh   # at most 3 at once\n"

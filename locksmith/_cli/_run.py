@@ -2,10 +2,11 @@
 
 Both build a :class:`~locksmith.LockManager`, take a guard (``run``: Consul's lock or
 semaphore layout on PREFIX; ``elect``: the election's lock) and hand the child to
-:func:`locksmith._child.run_exclusive`. While waiting, :class:`_HolderDisplay` shows who
-holds the lock on stderr, and SIGTERM/SIGHUP end the wait cleanly (the session is destroyed
-from a fresh thread, see :func:`_close_in_fresh_thread`).
-
+:func:`locksmith._child.run_exclusive`. COMMAND is looked up first (:func:`check_command`).
+While waiting, :class:`~._status.WaitingStatus` shows what blocks the lock on stderr, and
+SIGTERM/SIGHUP end the wait cleanly (the session is destroyed from a fresh thread, see
+:func:`_close_in_fresh_thread`). After ``run``, an unused ``PREFIX/.lock`` is deleted
+(:mod:`._cleanup`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import shutil
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import Any
 
 import structlog
 
@@ -32,137 +32,16 @@ from locksmith._cli._exit import (
     EXIT_USAGE,
     CLIError,
 )
-from locksmith._cli._output import PROG, err, semaphore_state
-from locksmith._client import Consul, next_index
+from locksmith._cli._logging import status_event
+from locksmith._cli._output import PROG, err
+from locksmith._cli._status import WaitingStatus
+from locksmith._client import Consul
 from locksmith._compat import lock_key
 from locksmith._exceptions import LocksmithError, ValidationError
 
-__all__ = ["_HolderDisplay", "cmd_elect", "cmd_run"]
+__all__ = ["check_command", "cmd_elect", "cmd_run"]
 
 log = structlog.get_logger(__name__)
-
-
-# -- waiting status ------------------------------------------------------------------------
-class _HolderDisplay:
-    """Shows who holds a lock while this process waits for it.
-
-    On a terminal, one status line on stderr rewritten in place every second; otherwise a
-    plain log line each time the holders change.
-    """
-
-    def __init__(
-        self,
-        consul: Consul,
-        key: str,
-        *,
-        semaphore_prefix: str | None,
-        is_done: Callable[[], bool],
-        own: Callable[[], set[str]],
-        stream: IO[str],
-    ) -> None:
-        self._own = own
-        self._consul = consul
-        self._key = key
-        self._sem_prefix = semaphore_prefix
-        self._is_done = is_done
-        self._stream = stream
-        self._tty = _isatty(stream)
-        self._stop = threading.Event()
-        self._started = time.monotonic()
-        self._first_seen: dict[str, float] = {}
-        self._names: dict[str, tuple[str, str]] = {}
-        self._shown_line = False
-        self._last_holders: tuple[str, ...] | None = None
-        self._thread = threading.Thread(target=self._run, name="locksmith-cli-status", daemon=True)
-
-    def start(self) -> _HolderDisplay:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-        self._clear()
-
-    def _clear(self) -> None:
-        if self._tty and self._shown_line:
-            with contextlib.suppress(ValueError, OSError):
-                self._stream.write("\r\x1b[K")
-                self._stream.flush()
-            self._shown_line = False
-
-    def _holders(self, index: int) -> tuple[tuple[str, ...], int]:
-        wait = 1.0 if self._tty else 10.0
-        if self._sem_prefix is None:
-            res = self._consul.kv.get_with_meta(self._key, index=index or None, wait=wait)
-            holders = (res.value.session,) if res.value and res.value.session else ()
-            return holders, res.meta.index
-        lst = self._consul.kv.list_with_meta(self._sem_prefix + "/", index=index or None, wait=wait)
-        lock_entry = next((e for e in lst.value if e.key == self._key), None)
-        _, names = semaphore_state(lock_entry) if lock_entry else (None, [])
-        return tuple(names), lst.meta.index
-
-    def _describe(self, sid: str) -> str:
-        if sid not in self._names:
-            try:
-                s = self._consul.sessions.info(sid)
-            except LocksmithError:
-                s = None
-            self._names[sid] = (s.name if s and s.name else "?", s.node if s else "?")
-        name, node = self._names[sid]
-        held = time.monotonic() - self._first_seen.get(sid, self._started)
-        return f"{name!r} on node {node} (session {sid[:8]}) for >={_seconds_text(held)}"
-
-    def _run(self) -> None:
-        index = 0
-        while not self._stop.is_set() and not self._is_done():
-            try:
-                holders, new_index = self._holders(index)
-            except LocksmithError:
-                self._stop.wait(1.0)
-                index = 0
-                continue
-            index = next_index(index, new_index)
-            own = self._own()
-            holders = tuple(h for h in holders if h not in own)
-            now = time.monotonic()
-            for sid in holders:
-                self._first_seen.setdefault(sid, now)
-            if self._stop.is_set() or self._is_done():
-                break
-            waited = _seconds_text(now - self._started)
-            if holders:
-                who = "; ".join(self._describe(s) for s in holders)
-                if self._is_done():
-                    break
-                line = f"waiting {waited} for {self._key}: held by {who}"
-            else:
-                line = f"waiting {waited} for {self._key}: free (maybe in lock-delay)"
-            with contextlib.suppress(ValueError, OSError):
-                if self._tty:
-                    self._stream.write("\r\x1b[K" + line[:200])
-                    self._stream.flush()
-                    self._shown_line = True
-                elif holders != self._last_holders:
-                    self._stream.write(f"{PROG}: {line}\n")
-                    self._stream.flush()
-            self._last_holders = holders
-
-
-def _seconds_text(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def _isatty(stream: IO[str]) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 # -- the guarded child ---------------------------------------------------------------------
@@ -264,27 +143,35 @@ def _terminate_raises() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _waiting_status(
-    consul: Consul,
+    mgr: Any,
     key: str,
+    *,
     semaphore_prefix: str | None,
+    limit: int,
     is_done: Callable[[], bool],
-    own: Callable[[], set[str]],
 ) -> Iterator[None]:
-    if ctx().quiet:
+    """Show what blocks the lock while waiting (see :mod:`._status`); nothing with ``-q``."""
+    c = ctx()
+    if c.quiet:
         yield
         return
-    display = _HolderDisplay(
-        consul,
+    status = WaitingStatus(
+        c.consul(),
         key,
         semaphore_prefix=semaphore_prefix,
+        limit=limit,
         is_done=is_done,
-        own=own,
+        own=lambda: set(mgr.session_ids),
         stream=sys.stderr,
-    ).start()
+        emit_json=status_event if getattr(c.args, "log_format", "console") == "json" else None,
+        owns_client=True,
+    )
+    mgr.on_lock_delay(status.lock_delay)
+    status.start()
     try:
         yield
     finally:
-        display.stop()
+        status.stop()
 
 
 class _Tracked:
@@ -350,11 +237,6 @@ def _close_in_fresh_thread(
     consul.close()
 
 
-def _own_sessions(mgr: Any) -> set[str]:
-    """This process's session IDs (the manager's and its delete-behavior companion's)."""
-    return set(mgr.session_ids)
-
-
 def _run_guarded(
     args: argparse.Namespace,
     argv: list[str],
@@ -363,6 +245,7 @@ def _run_guarded(
     key: str,
     semaphore_prefix: str | None,
     what: str,
+    limit: int = 1,
     cleanup: Callable[[Consul], Cleanup] | None = None,
 ) -> int:
     from locksmith._child import run_exclusive  # noqa: PLC0415 - loaded on demand
@@ -388,11 +271,11 @@ def _run_guarded(
         with _terminate_raises():
             guard = _Tracked(make_guard(mgr))
             with _waiting_status(
-                consul,
+                mgr,
                 key,
-                semaphore_prefix,
-                lambda: started.is_set() or (guard is not None and guard.held),
-                lambda: _own_sessions(mgr),
+                semaphore_prefix=semaphore_prefix,
+                limit=limit,
+                is_done=lambda: started.is_set() or (guard is not None and guard.held),
             ):
                 status = run_exclusive(
                     guard,
@@ -443,6 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         key=key,
         semaphore_prefix=prefix,
         what="run",
+        limit=limit,
         cleanup=lambda c: destroy_semaphore_key(c, prefix, timeout=_CLEANUP_TIMEOUT),
     )
 
