@@ -4,9 +4,10 @@ Both build a :class:`~locksmith.LockManager`, take a guard (``run``: Consul's lo
 semaphore layout on PREFIX; ``elect``: the election's lock) and hand the child to
 :func:`locksmith._child.run_exclusive`. COMMAND is looked up first (:func:`check_command`).
 While waiting, :class:`~._status.WaitingStatus` shows what blocks the lock on stderr, and
-SIGTERM/SIGHUP end the wait cleanly (the session is destroyed from a fresh thread, see
-:func:`_close_in_fresh_thread`). After ``run``, an unused ``PREFIX/.lock`` is deleted
-(:mod:`._cleanup`).
+SIGTERM/SIGHUP end the wait cleanly. At the end, :func:`_shut_down` releases the lock and
+destroys the session within one deadline, and, after ``run``, an unused ``PREFIX/.lock`` is
+deleted (:mod:`._cleanup`): the command exits within milliseconds of its deadline, a signal
+or COMMAND's end.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,7 +41,7 @@ from locksmith._client import Consul
 from locksmith._compat import lock_key
 from locksmith._exceptions import LocksmithError, ValidationError
 
-__all__ = ["check_command", "cmd_elect", "cmd_run"]
+__all__ = ["EXIT_BUDGET", "check_command", "cmd_elect", "cmd_run"]
 
 log = structlog.get_logger(__name__)
 
@@ -55,8 +57,10 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
     return list(args.command)
 
 
-#: Seconds each request deleting an unused ``.lock`` key may take.
-_CLEANUP_TIMEOUT = 5.0
+#: Seconds Consul gets, once waiting or COMMAND is over, to release the lock, destroy the
+#: session and delete an unused ``.lock`` key: all of it, one deadline. Milliseconds are
+#: normal; what is not done by then is left to the session's TTL.
+EXIT_BUDGET = 5.0
 
 #: The shell of ``--shell`` (:func:`locksmith._child.run_exclusive` runs ``/bin/sh -c``).
 SHELL = "/bin/sh"
@@ -205,35 +209,40 @@ class _Tracked:
         return self._guard.ended(lease)  # type: ignore[no-any-return]
 
 
-def _clean_up(consul: Consul, cleanup: Callable[[Consul], Cleanup], key: str) -> None:
+def _clean_up(
+    consul: Consul, cleanup: Callable[[Consul, float], Cleanup], key: str, budget: float
+) -> None:
     """Delete the unused ``.lock`` key (see :mod:`._cleanup`); never fails the command."""
     try:
-        outcome = cleanup(consul)
+        outcome = cleanup(consul, budget)
     except LocksmithError as exc:
         log.info("cli.lock_key_cleanup_failed", key=key, error=str(exc))
         return
     log.info("cli.lock_key_cleanup", key=key, outcome=outcome.value)
 
 
-def _close_in_fresh_thread(
-    mgr: Any, consul: Consul, cleanup: Callable[[], None] | None = None
-) -> None:
-    """Close the manager (release, destroy the session) from a new thread, then clean up.
+def _shut_down(mgr: Any, consul: Consul, cleanup: Callable[[float], None] | None) -> None:
+    """Release and destroy what this run made, then clean up, all within :data:`EXIT_BUDGET`.
 
-    A Ctrl-C or SIGTERM while waiting interrupts a request half-way, leaving this thread's
-    keep-alive connection unusable; a fresh thread gets a fresh connection, so the session is
-    still destroyed and no contender key is left behind. ``cleanup`` runs once the manager
-    released everything (so it sees the keys as others will).
+    Takes milliseconds when Consul answers: the caller exits right after. When Consul does
+    not answer, whatever is not done by the deadline is left to the session's TTL. It runs
+    on a fresh thread: a second SIGINT/SIGTERM then ends the process at once instead of
+    interrupting the close half-way (and a request interrupted by the first signal never
+    shares a connection with the close).
     """
+    deadline = time.monotonic() + EXIT_BUDGET
 
     def close() -> None:
-        mgr.close()
-        if cleanup is not None:
-            cleanup()
+        mgr.close(timeout=EXIT_BUDGET)
+        left = deadline - time.monotonic()
+        if cleanup is not None and left > 0:
+            cleanup(left)
 
     t = threading.Thread(target=close, name="locksmith-cli-close", daemon=True)
     t.start()
-    t.join(timeout=30.0)
+    t.join(timeout=EXIT_BUDGET + 0.5)
+    if t.is_alive():
+        log.warning("cli.close_unfinished", budget=EXIT_BUDGET)
     consul.close()
 
 
@@ -246,7 +255,7 @@ def _run_guarded(
     semaphore_prefix: str | None,
     what: str,
     limit: int = 1,
-    cleanup: Callable[[Consul], Cleanup] | None = None,
+    cleanup: Callable[[Consul, float], Cleanup] | None = None,
 ) -> int:
     from locksmith._child import run_exclusive  # noqa: PLC0415 - loaded on demand
     from locksmith._manager import LockManager  # noqa: PLC0415
@@ -277,6 +286,7 @@ def _run_guarded(
                 limit=limit,
                 is_done=lambda: started.is_set() or (guard is not None and guard.held),
             ):
+                log.info("cli.acquiring", key=key, timeout=timeout)
                 status = run_exclusive(
                     guard,
                     argv,
@@ -293,8 +303,8 @@ def _run_guarded(
         after = None
         if cleanup is not None and guard is not None and guard.acquired:
             clean = cleanup
-            after = lambda: _clean_up(consul, clean, key)  # noqa: E731
-        _close_in_fresh_thread(mgr, consul, after)
+            after = lambda budget: _clean_up(consul, clean, key, budget)  # noqa: E731
+        _shut_down(mgr, consul, after)
     if status == EXIT_LOCK_LOST:
         log.warning("cli.lock_lost", key=key)
     return int(status)
@@ -317,7 +327,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             key=key,
             semaphore_prefix=None,
             what="run",
-            cleanup=lambda c: destroy_lock_key(c, prefix, timeout=_CLEANUP_TIMEOUT),
+            cleanup=lambda c, budget: destroy_lock_key(c, prefix, timeout=budget),
         )
     return _run_guarded(
         args,
@@ -327,7 +337,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         semaphore_prefix=prefix,
         what="run",
         limit=limit,
-        cleanup=lambda c: destroy_semaphore_key(c, prefix, timeout=_CLEANUP_TIMEOUT),
+        cleanup=lambda c, budget: destroy_semaphore_key(c, prefix, timeout=budget),
     )
 
 

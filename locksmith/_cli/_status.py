@@ -137,7 +137,6 @@ class WaitingStatus:
         self._wake.set()
         with self._out:
             self._clear()
-        self._thread.join(timeout=2.0)
 
     def lock_delay(self, event: Any) -> None:
         """An ``on_lock_delay`` callback: remember a window on our key whose end is known."""
