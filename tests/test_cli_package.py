@@ -29,9 +29,10 @@ LAYERS = {
     "_status": 2,
     "_sessions": 3,
     "_locks": 3,
-    "_run": 3,
+    "_guard": 3,
+    "_run": 4,
     "_leader": 3,
-    "__init__": 4,
+    "__init__": 5,
 }
 
 

@@ -12,6 +12,8 @@ higher ones:
 - ``_context``: the running command's settings and its Consul client; the read options.
 - ``_status``: the waiting status of ``run``/``elect`` (what blocks the lock, after 1 s).
 - ``_cleanup``: deleting an unused ``PREFIX/.lock`` after a release, as Consul's recipes do.
+- ``_guard``: what ``run``, ``elect`` and ``hold`` share: the lock taken for the command's
+  lifetime, its waiting status, and the shut-down within one deadline.
 - ``_sessions``, ``_locks``, ``_run`` (``run`` and ``elect``), ``_leader``: one module per
   command, built on the modules above.
 - this ``__init__``: wires the command modules to the parser, and :func:`main`, which
