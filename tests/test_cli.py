@@ -48,6 +48,7 @@ from locksmith._cli._cleanup import (
     destroy_lock_key,
     destroy_semaphore_key,
 )
+from locksmith._cli._hold import HOLD_FIELDS
 from locksmith._cli._status import HOLDER_FIELDS, STATUS_EVENT, STATUS_FIELDS, WaitingStatus
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
 from locksmith.testing import find_consul
@@ -199,8 +200,8 @@ def test_docs_cli_md_lists_every_exit_code_and_json_field() -> None:
         assert f"| {code} " in text, f"exit code {code} not documented"
     for field in (*cli.SESSION_FIELDS, *cli.META_FIELDS, *cli.LOCK_FIELDS, *cli.LEADER_FIELDS):
         assert f"`{field}`" in text, f"JSON field {field} not documented"
-    for field in (*STATUS_FIELDS, *HOLDER_FIELDS):
-        assert f"`{field}`" in text, f"waiting status field {field} not documented"
+    for field in (*STATUS_FIELDS, *HOLDER_FIELDS, *HOLD_FIELDS):
+        assert f"`{field}`" in text, f"waiting status or hold field {field} not documented"
     assert f"`{STATUS_EVENT}`" in text
 
 

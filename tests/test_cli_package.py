@@ -31,6 +31,7 @@ LAYERS = {
     "_locks": 3,
     "_guard": 3,
     "_run": 4,
+    "_hold": 4,
     "_leader": 3,
     "__init__": 5,
 }
@@ -79,6 +80,7 @@ def test_package_docstring_names_every_module() -> None:
 #: Positional arguments that make each command's command line complete.
 ARGUMENTS = {"sessions node": ["n1"], "sessions info": ["ID"], "sessions renew": ["ID"]}
 ARGUMENTS |= {"sessions destroy": ["ID"], "run": ["p"], "elect": ["k"], "leader": ["k"]}
+ARGUMENTS |= {"hold": ["p"]}
 
 
 def test_every_command_is_wired_to_a_function() -> None:

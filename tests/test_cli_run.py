@@ -480,6 +480,97 @@ def test_run_semaphore_alongside_consul_lock_never_exceeds_the_limit(
     assert peak_holders <= 3
 
 
+# -- hold ----------------------------------------------------------------------------------
+def _lease(line: str, as_json: bool) -> tuple[str, str, int]:
+    """(key, session, fencing token) of the line ``hold`` prints."""
+    if as_json:
+        data = json.loads(line)
+        assert set(data) == {"key", "session", "fencing_token", "limit"}
+        return data["key"], data["session"], data["fencing_token"]
+    token, session, key = line.rstrip("\n").split(" ", 2)
+    return key, session, int(token)
+
+
+def _wait_err(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    """Exit status and stderr of a process whose stdout a :class:`_Lines` reads."""
+    code = proc.wait(BOUND)
+    assert proc.stderr is not None
+    return code, proc.stderr.read()
+
+
+@pytest.mark.parametrize(
+    ("sig", "as_json"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True), (signal.SIGHUP, False)],
+    ids=["TERM-text", "INT-json", "HUP-text"],
+)
+def test_hold_prints_the_lease_holds_until_a_signal_then_releases(
+    procs: Procs, consul: Consul, sig: signal.Signals, as_json: bool
+) -> None:
+    prefix = unique("cli-hold")
+    hold = procs.locksmith("hold", *(["--json"] if as_json else []), "--lock-delay", "0", prefix)
+    assert hold.stdout is not None
+    key, session, token = _lease(_Lines(hold.stdout).next(), as_json)
+    assert key == f"{prefix}/.lock"
+    entry = consul.kv.get(key)
+    assert entry is not None and entry.session == session
+    assert token == entry.modify_index  # the fencing token is the acquisition's Raft index
+    # Held: run (and consul lock) on the same prefix are kept out.
+    code, _, err = _finish(procs.locksmith("run", "--timeout", "1s", prefix, "--", "true"))
+    assert code == 75, err
+    assert hold.poll() is None
+    hold.send_signal(sig)
+    code, err = _wait_err(hold)
+    assert code == 0, err
+    assert consul.kv.list(f"{prefix}/") == []  # released, and the unused .lock deleted
+    assert consul.sessions.info(session) is None
+
+
+def test_hold_semaphore_slots(procs: Procs, consul: Consul) -> None:
+    prefix = unique("cli-hold-sem")
+    holds = [procs.locksmith("hold", "-n", "2", "--json", prefix) for _ in range(2)]
+    leases = []
+    for hold in holds:
+        assert hold.stdout is not None
+        line = json.loads(_Lines(hold.stdout).next())
+        assert (line["key"], line["limit"]) == (prefix, 2)
+        leases.append(line)
+    assert len({lease["session"] for lease in leases}) == 2
+    code, out, err = _finish(procs.locksmith("hold", "-n", "2", "--timeout", "1s", prefix))
+    assert (code, out) == (75, ""), err
+    for hold in holds:
+        hold.send_signal(signal.SIGTERM)
+        assert hold.wait(BOUND) == 0
+    assert consul.kv.list(f"{prefix}/") == []
+
+
+def test_hold_exits_76_at_once_when_the_lock_is_lost(procs: Procs, consul: Consul) -> None:
+    prefix = unique("cli-hold-lost")
+    hold = procs.locksmith("hold", "--lock-delay", "0", prefix)
+    assert hold.stdout is not None
+    _key, session, _token = _lease(_Lines(hold.stdout).next(), False)
+    consul.sessions.destroy(session)
+    code, err = _wait_err(hold)  # no signal needed: it ends by itself
+    assert code == 76, err
+    assert err.strip().splitlines()[-1].startswith(f"locksmith: error: lost the lock on {prefix}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_hold_signal_while_waiting_prints_no_lease(
+    procs: Procs, make_manager: MakeManager, consul: Consul, sig: signal.Signals
+) -> None:
+    prefix = unique("cli-hold-wait")
+    name = unique("hold-waiter")
+    assert make_manager(lock_delay=0).consul_lock(prefix).acquire(timeout=BOUND)
+    hold = procs.locksmith("hold", "--name", name, prefix)
+    wait_for(lambda: any(s.name == name for s in consul.sessions.list()), BOUND, what="the waiter")
+    hold.send_signal(sig)
+    code, out, err = _finish(hold)
+    assert code == (130 if sig == signal.SIGINT else 128 + sig), err
+    assert out == ""
+    assert f"{sig.name} while waiting for {prefix}/.lock: gave up" in err
+    assert not [s for s in consul.sessions.list() if s.name.startswith(name)]
+
+
 class _Lines:
     """Reads a process's stdout lines on a thread, for bounded waits."""
 

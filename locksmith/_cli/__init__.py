@@ -1,5 +1,5 @@
 # PYTHON_ARGCOMPLETE_OK: argcomplete's global completion looks for this marker.
-"""The ``locksmith`` command line: sessions, locks, ``run``, ``elect`` and ``leader``.
+"""The ``locksmith`` command line: sessions, locks, ``run``, ``hold``, ``elect``, ``leader``.
 
 The console script ``locksmith = "locksmith._cli:main"`` and ``python -m locksmith`` both
 call :func:`main`. The package is split by responsibility; lower modules never import
@@ -14,8 +14,8 @@ higher ones:
 - ``_cleanup``: deleting an unused ``PREFIX/.lock`` after a release, as Consul's recipes do.
 - ``_guard``: what ``run``, ``elect`` and ``hold`` share: the lock taken for the command's
   lifetime, its waiting status, and the shut-down within one deadline.
-- ``_sessions``, ``_locks``, ``_run`` (``run`` and ``elect``), ``_leader``: one module per
-  command, built on the modules above.
+- ``_sessions``, ``_locks``, ``_run`` (``run`` and ``elect``), ``_hold``, ``_leader``: one
+  module per command, built on the modules above.
 - this ``__init__``: wires the command modules to the parser, and :func:`main`, which
   hands the parser to argcomplete when a shell asks for completions (``_ARGCOMPLETE`` in
   the environment, and argcomplete installed: ``pip install consul-locksmith[completion]``).
@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
-from locksmith._cli import _leader, _locks, _run, _sessions
+from locksmith._cli import _hold, _leader, _locks, _run, _sessions
 from locksmith._cli._context import Context, set_ctx
 from locksmith._cli._exit import (
     EXIT_CANNOT_EXECUTE,
@@ -129,6 +129,7 @@ COMMANDS: Mapping[str, Handler] = {
     "sessions destroy": _sessions.cmd_destroy,
     "locks": _locks.cmd_locks,
     "run": _run.cmd_run,
+    "hold": _hold.cmd_hold,
     "elect": _run.cmd_elect,
     "leader": _leader.cmd_leader,
 }

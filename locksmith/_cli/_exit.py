@@ -55,20 +55,21 @@ EXIT_COMMAND_NOT_FOUND = 127  # run/elect: COMMAND not found
 
 EXIT_CODES_TEXT = f"""\
 exit codes:
-  0    success (run/elect: the child's own exit status is returned instead)
+  0    success (run/elect: the child's own exit status instead; hold: released after a signal)
   1    unexpected error
   {EXIT_USAGE}   usage error: bad command line, option value out of range
   {EXIT_CONFLICT}   Consul rejected the request, or the key belongs to another lock recipe
   {EXIT_NOT_FOUND}   not found: no such session; leader: nobody leads
   {EXIT_UNAVAILABLE}   Consul unavailable: connection refused, timeout, no cluster leader, TLS
   {EXIT_PROTOCOL}   Consul answered something locksmith does not understand
-  {EXIT_NOT_ACQUIRED}   run/elect: --timeout passed before the lock was acquired
-  {EXIT_LOCK_LOST}   run/elect: the lock was lost while COMMAND ran (COMMAND was terminated)
+  {EXIT_NOT_ACQUIRED}   run/elect/hold: --timeout passed before the lock was acquired
+  {EXIT_LOCK_LOST}   lock lost: run/elect: while COMMAND ran (it was terminated); hold: while held
   {EXIT_NO_PERMISSION}   permission denied: the ACL token lacks a right, or is unknown
   {EXIT_CONFIG}   configuration error: bad address, unreadable token file, bad TLS files
   {EXIT_CANNOT_EXECUTE}  run/elect: COMMAND is not executable
   {EXIT_COMMAND_NOT_FOUND}  run/elect: COMMAND not found
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C) while waiting; leader --watch exits 0 instead
+  128+N  run/elect/hold: signal N (SIGTERM, SIGHUP) while waiting
 """
 
 
