@@ -20,6 +20,11 @@ higher ones:
   hands the parser to argcomplete when a shell asks for completions (``_ARGCOMPLETE`` in
   the environment, and argcomplete installed: ``pip install consul-locksmith[completion]``).
 
+Start-up stays light: until a command runs, only ``_exit``, ``_output`` and ``_parser`` are
+loaded, with the library's light modules (exceptions, durations, models). A command's
+module, and with it the client, structlog and tenacity, is imported when the command runs
+(:class:`_Lazy`), so ``--version``, ``--help`` and usage errors load none of them.
+
 This package is the only place where locksmith configures logging (structlog, to stderr):
 the library itself never does. The ACL token is never printed: it is redacted from log
 events and error messages, also with ``-v``.
@@ -30,16 +35,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import logging
 import os
 import sys
-import traceback
 from collections.abc import Mapping, Sequence
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-import structlog
-
-from locksmith._cli import _hold, _leader, _locks, _run, _sessions
-from locksmith._cli._context import Context, set_ctx
 from locksmith._cli._exit import (
     EXIT_CANNOT_EXECUTE,
     EXIT_CODES_TEXT,
@@ -59,7 +60,6 @@ from locksmith._cli._exit import (
     CLIError,
     exit_code_for,
 )
-from locksmith._cli._logging import Redactor, configure_logging, stdlib_logging
 from locksmith._cli._output import (
     KIND_CONSUL_LOCK,
     KIND_CONSUL_SEMAPHORE,
@@ -80,6 +80,9 @@ from locksmith._cli._output import (
 from locksmith._cli._parser import ENV_TEXT, Handler, split_command
 from locksmith._cli._parser import build_parser as _build_parser
 from locksmith._exceptions import ConsulError, LocksmithError
+
+if TYPE_CHECKING:
+    from locksmith._cli._logging import Redactor
 
 __all__ = [
     "COMMANDS",
@@ -119,19 +122,39 @@ __all__ = [
     "session_json",
 ]
 
+
+class _Lazy:
+    """A command's function, imported from its module when the command runs."""
+
+    def __init__(self, module: str, function: str) -> None:
+        self.module = f"{__name__}.{module}"
+        self.function = function
+
+    def __repr__(self) -> str:
+        return f"<command {self.module}.{self.function}>"
+
+    def resolve(self) -> Handler:
+        """The function itself (imports its module)."""
+        handler: Handler = getattr(import_module(self.module), self.function)
+        return handler
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        return self.resolve()(args)
+
+
 #: Each command's function, by the command path the parser knows it by.
-COMMANDS: Mapping[str, Handler] = {
-    "sessions list": _sessions.cmd_list,
-    "sessions node": _sessions.cmd_node,
-    "sessions info": _sessions.cmd_info,
-    "sessions create": _sessions.cmd_create,
-    "sessions renew": _sessions.cmd_renew,
-    "sessions destroy": _sessions.cmd_destroy,
-    "locks": _locks.cmd_locks,
-    "run": _run.cmd_run,
-    "hold": _hold.cmd_hold,
-    "elect": _run.cmd_elect,
-    "leader": _leader.cmd_leader,
+COMMANDS: Mapping[str, _Lazy] = {
+    "sessions list": _Lazy("_sessions", "cmd_list"),
+    "sessions node": _Lazy("_sessions", "cmd_node"),
+    "sessions info": _Lazy("_sessions", "cmd_info"),
+    "sessions create": _Lazy("_sessions", "cmd_create"),
+    "sessions renew": _Lazy("_sessions", "cmd_renew"),
+    "sessions destroy": _Lazy("_sessions", "cmd_destroy"),
+    "locks": _Lazy("_locks", "cmd_locks"),
+    "run": _Lazy("_run", "cmd_run"),
+    "hold": _Lazy("_hold", "cmd_hold"),
+    "elect": _Lazy("_run", "cmd_elect"),
+    "leader": _Lazy("_leader", "cmd_leader"),
 }
 
 
@@ -175,6 +198,22 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_usage(sys.stderr)
         err(f"{PROG}: error: a command is required (see '{PROG} --help')")
         return EXIT_USAGE
+
+    return _dispatch(args, handler)
+
+
+def _dispatch(args: argparse.Namespace, handler: Handler) -> int:
+    """Run a parsed command: logging, context, and the error lines and exit codes."""
+    import logging  # noqa: PLC0415 - loaded only when a command runs
+
+    import structlog  # noqa: PLC0415
+
+    from locksmith._cli._context import Context, set_ctx  # noqa: PLC0415
+    from locksmith._cli._logging import (  # noqa: PLC0415
+        Redactor,
+        configure_logging,
+        stdlib_logging,
+    )
 
     verbose = int(getattr(args, "verbose", 0) or 0)
     quiet = bool(getattr(args, "quiet", False))
@@ -226,6 +265,8 @@ def _complete(parser: argparse.ArgumentParser) -> None:
 
 def _report(exc: BaseException, verbose: int, redactor: Redactor, prefix: str = "") -> None:
     if verbose:
+        import traceback  # noqa: PLC0415 - only for -v
+
         err(redactor.text("".join(traceback.format_exception(exc))).rstrip())
     message = str(exc) or type(exc).__name__
     if isinstance(exc, OSError) and not isinstance(exc, ConsulError):

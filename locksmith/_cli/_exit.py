@@ -2,12 +2,13 @@
 
 The lowest layer of the CLI package: it imports nothing from the other CLI modules. Codes
 follow sysexits.h where one fits; ``run``/``elect`` return the child's own status instead
-when the child ran, so these are locksmith's own outcomes.
+when the child ran, so these are locksmith's own outcomes. The three codes
+:func:`locksmith.run_exclusive` returns as well are repeated here rather than imported, so
+that ``--help`` loads nothing heavy (a test checks that both agree).
 """
 
 from __future__ import annotations
 
-from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE
 from locksmith._exceptions import (
     BadRequest,
     ConfigurationError,
@@ -42,6 +43,9 @@ __all__ = [
 ]
 
 EXIT_OK = 0
+EXIT_USAGE = 64  # EX_USAGE: bad command line (locksmith._child.EXIT_USAGE)
+EXIT_NOT_ACQUIRED = 75  # EX_TEMPFAIL: --timeout passed (locksmith._child.EXIT_NOT_ACQUIRED)
+EXIT_LOCK_LOST = 76  # the lock was lost (locksmith._child.EXIT_LOCK_LOST)
 EXIT_ERROR = 1  # an unexpected locksmith error
 EXIT_CONFLICT = 65  # EX_DATAERR: Consul rejected the request, or the key belongs to another recipe
 EXIT_NOT_FOUND = 66  # EX_NOINPUT: no such session; no leader
