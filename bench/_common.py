@@ -103,13 +103,14 @@ def machine_info(binary: Path | None = None) -> dict[str, Any]:
     }
 
 
-def source_digest() -> str:
-    """SHA-256 over locksmith's source files (identifies the code measured, with or without git)."""
+def source_digest(root: Path = ROOT) -> str:
+    """SHA-256 over locksmith's source files under ``root`` (identifies the code measured,
+    with or without git)."""
     import hashlib
 
     h = hashlib.sha256()
-    for f in sorted((ROOT / "locksmith").rglob("*.py")):
-        h.update(str(f.relative_to(ROOT)).encode())
+    for f in sorted((root / "locksmith").rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 

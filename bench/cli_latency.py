@@ -233,6 +233,7 @@ def main() -> None:
             "benchmark": "cli_latency",
             "target_ms": 100,
             "tree": str(args.tree),
+            "tree_source_sha256": c.source_digest(args.tree.resolve()),
             "repeat": repeat,
             "timeout_s": TIMEOUT,
             "machine": c.machine_info(binary),

@@ -83,6 +83,7 @@ def main() -> None:
             "benchmark": "pytest_plugin",
             "target_added_ms": 50,
             "tree": str(tree),
+            "tree_source_sha256": c.source_digest(tree),
             "runs": runs,
             "machine": c.machine_info(),
             "results": results,

@@ -82,6 +82,7 @@ def main() -> None:
             "benchmark": "startup",
             "target_ms": {"locksmith --version": 120},
             "tree": str(tree),
+            "tree_source_sha256": c.source_digest(tree),
             "runs": runs,
             "machine": c.machine_info(binary),
             "results": results,
