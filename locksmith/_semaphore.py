@@ -130,6 +130,9 @@ class Semaphore:
         self._slot: _Slot | None = None
         self._callbacks: list[Callable[[LossEvent], object]] = []
         self.lock_key = lock_key(self.prefix)
+        # Every key of the semaphore is under ``prefix/``: listing the bare prefix would also
+        # read siblings (``jobs/enc`` would list ``jobs/encoders/...``).
+        self._dir = self.prefix + "/"
 
     def __repr__(self) -> str:
         return f"<Semaphore {self.prefix!r} limit={self.limit} held={self.held}>"
@@ -232,7 +235,7 @@ class Semaphore:
         kv = self._mgr.consul.kv
         clock = self._mgr.clock
         for res in follow(
-            lambda index, wait: kv.list_with_meta(self.prefix, index=index, wait=wait),
+            lambda index, wait: kv.list_with_meta(self._dir, index=index, wait=wait),
             clock=clock,
             deadline=deadline if blocking else math.inf,
         ):
@@ -255,12 +258,12 @@ class Semaphore:
                         flags=CONSUL_SEMAPHORE_FLAGS,
                     )
                 # Lost a CAS race: read again at once.
-                entries = kv.list(self.prefix)
+                entries = kv.list(self._dir)
             if not blocking:
                 return None
             if clock.monotonic() >= deadline:
                 break
-        state = decode_semaphore(kv.list(self.prefix), self.lock_key, self.limit)
+        state = decode_semaphore(kv.list(self._dir), self.lock_key, self.limit)
         raise LockTimeout(
             f"no slot of semaphore {self.prefix!r} within {seconds}s "
             f"({len(state.holders)}/{state.limit} held)"
@@ -310,7 +313,7 @@ class Semaphore:
         sid = slot.lease.session_id
         try:
             for res in follow(
-                lambda index, wait: kv.list_with_meta(self.prefix, index=index, wait=wait),
+                lambda index, wait: kv.list_with_meta(self._dir, index=index, wait=wait),
                 clock=self._mgr.clock,
                 stop=slot.stop,
                 max_wait=_MONITOR_WAIT,
@@ -369,7 +372,7 @@ class Semaphore:
         kv = self._mgr.consul.kv
         try:
             for _ in range(5):
-                entries = kv.list(self.prefix)
+                entries = kv.list(self._dir)
                 state = decode_semaphore(entries, self.lock_key, self.limit)
                 if sid not in state.listed:
                     return
@@ -394,7 +397,7 @@ class Semaphore:
 
     def holders(self) -> list[str]:
         """The session IDs holding a slot now (dead holders pruned)."""
-        entries = self._mgr.consul.kv.list(self.prefix)
+        entries = self._mgr.consul.kv.list(self._dir)
         return sorted(decode_semaphore(entries, self.lock_key, self.limit).holders)
 
     def close_for_manager(self) -> None:

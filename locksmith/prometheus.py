@@ -77,9 +77,7 @@ class LocksmithCollector(Collector):
 
     def __init__(self) -> None:
         self._mu = threading.Lock()
-        self._managers: weakref.WeakValueDictionary[str, _HasStats] = (
-            weakref.WeakValueDictionary()
-        )
+        self._managers: weakref.WeakValueDictionary[str, _HasStats] = weakref.WeakValueDictionary()
 
     def add(self, manager: _HasStats, name: str | None = None) -> None:
         """Collect ``manager``'s statistics with the label ``manager=name`` (default: its

@@ -36,7 +36,7 @@ LAYERS: list[set[str]] = [
     {"_election", "_semaphore", "_singleton", "_registration", "_child"},  # recipes
     {"_manager"},
     {"aio"},  # the asyncio front-end: the same machine, the async client, async recipes
-    {"__init__", "__main__", "_cli", "testing", "demo"},
+    {"__init__", "__main__", "_cli", "testing", "demo", "prometheus"},
 ]
 
 #: The state machine and everything it imports must not touch threads, sockets, time or the OS.
