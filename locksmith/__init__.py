@@ -39,8 +39,9 @@ if _typing.TYPE_CHECKING:
     from locksmith._durations import format_duration, parse_duration
     from locksmith._election import Election, LeaderInfo, LeadershipEvent
     from locksmith._endpoints import KVStore, Sessions
-    from locksmith._lease import Lease, LockDelayEvent, LossEvent
+    from locksmith._lease import Lease, LeaseSet, LockDelayEvent, LossEvent
     from locksmith._lock import Lock
+    from locksmith._lockset import LockSet
     from locksmith._machine import ManagerSnapshot
     from locksmith._manager import LockManager
     from locksmith._models import KVEntry, QueryMeta, QueryResult, ServiceCheck, Session
@@ -74,12 +75,14 @@ __all__ = [
     "LeaderInfo",
     "LeadershipEvent",
     "Lease",
+    "LeaseSet",
     "Lock",
     "LockConflict",
     "LockDelayEvent",
     "LockError",
     "LockLost",
     "LockManager",
+    "LockSet",
     "LockState",
     "LockTimeout",
     "LocksmithError",
@@ -130,9 +133,11 @@ _LAZY: dict[str, str] = {
     "LeaderInfo": "locksmith._election",
     "LeadershipEvent": "locksmith._election",
     "Lease": "locksmith._lease",
+    "LeaseSet": "locksmith._lease",
     "Lock": "locksmith._lock",
     "LockDelayEvent": "locksmith._lease",
     "LockManager": "locksmith._manager",
+    "LockSet": "locksmith._lockset",
     "LockState": "locksmith._states",
     "LossEvent": "locksmith._lease",
     "LossReason": "locksmith._states",

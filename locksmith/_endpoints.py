@@ -34,6 +34,7 @@ from locksmith._models import KVEntry, QueryMeta, QueryResult, ServiceCheck, Ses
 from locksmith._transport import RawResponse, Transport, blocking_timeout
 from locksmith._validate import (
     MAX_TXN_BODY_BYTES,
+    MAX_TXN_OPS,
     Behavior,
     Consistency,
     check_behavior,
@@ -678,7 +679,12 @@ class KVStore(_Api):
                         operation=operation,
                         resource=resource,
                     )
-            return TxnOutcome(False, (), errors, meta.index)
+            failed = tuple(
+                e["OpIndex"]
+                for e in (data.get("Errors") or [])
+                if isinstance(e, dict) and isinstance(e.get("OpIndex"), int)
+            )
+            return TxnOutcome(False, (), errors, meta.index, failed)
         entries = tuple(
             KVEntry.from_json(r["KV"]) if r.get("KV") else None for r in (data.get("Results") or [])
         )
@@ -733,6 +739,57 @@ class KVStore(_Api):
             raise ProtocolError(f"kv.acquire {key}: Consul's txn answer had no KV result")
         # A txn's results leave the value out; it is the one this acquire wrote.
         return dataclasses.replace(entry, value=data)
+
+    def lock_many(
+        self,
+        keys: Sequence[str],
+        value: bytes,
+        session_id: str,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[tuple[KVEntry, ...], str | None]:
+        """Acquire up to 64 keys with a session in one transaction, all or none.
+
+        Args:
+            keys: The keys (each a plain lock key).
+            value: Written to every key.
+            session_id: The session that takes them.
+            timeout: Seconds allowed for this request.
+
+        Returns:
+            ``(entries, None)`` with the written entries, in ``keys`` order; or
+            ``((), key)`` when Consul refused the transaction because of ``key`` (held by
+            another session, or in a lock-delay window); nothing was written then.
+
+        Raises:
+            ValidationError: Bad keys, value or session ID, or more than 64 keys.
+            SessionNotFound: The session is gone.
+        """
+        if not 0 < len(keys) <= MAX_TXN_OPS:
+            raise ValidationError(
+                "keys", f"one transaction takes 1 to {MAX_TXN_OPS} keys, got {len(keys)}"
+            )
+        data = check_txn_value(value)
+        ops = lock_ops([check_key(k) for k in keys], data, check_session_id(session_id))
+        out = self.txn(ops, operation="kv.acquire", resource=keys[0], timeout=timeout)
+        if not out.ok:
+            refused = next((keys[i] for i in out.failed if 0 <= i < len(keys)), keys[0])
+            return (), refused
+        entries = tuple(dataclasses.replace(e, value=data) for e in out.entries if e is not None)
+        if len(entries) != len(keys):
+            raise ProtocolError(
+                f"kv.acquire {keys[0]}: Consul answered {len(entries)} entries for {len(keys)} keys"
+            )
+        return entries, None
+
+
+def lock_ops(keys: Sequence[str], value: bytes, session_id: str) -> list[dict[str, Any]]:
+    """The ``/v1/txn`` operations that acquire ``keys`` with a session (pure)."""
+    encoded = base64.b64encode(value).decode("ascii")
+    return [
+        {"KV": {"Verb": "lock", "Key": k, "Value": encoded, "Flags": 0, "Session": session_id}}
+        for k in keys
+    ]
 
 
 def _check_flags(flags: int) -> int:

@@ -57,7 +57,7 @@ from locksmith._exceptions import (
     ManagerClosed,
     SessionNotFound,
 )
-from locksmith._lease import Lease, LockDelayEvent, LossEvent
+from locksmith._lease import Lease, LeaseSet, LockDelayEvent, LossEvent
 from locksmith._log import get_logger
 from locksmith._machine import LockMachine, MachineConfig, ManagerSnapshot
 from locksmith._models import KVEntry
@@ -79,6 +79,7 @@ from locksmith._protocol import (
     KeyRead,
     LeaseEnded,
     Log,
+    ManyApplied,
     Notify,
     ReadHolder,
     ReadKey,
@@ -88,6 +89,7 @@ from locksmith._protocol import (
     RenewAnswered,
     RequestFailed,
     SendAcquire,
+    SendAcquireMany,
     SendRelease,
     SessionCreated,
     Sleep,
@@ -271,6 +273,11 @@ class Engine:
         """The lease lock ``lock_id`` holds now, or None."""
         with self._mu:
             return self._machine.lease_of(lock_id, key, self.clock.monotonic())
+
+    def set_of(self, lock_id: int, first_key: str) -> LeaseSet | None:
+        """The lease set the set ``lock_id`` holds now, or None."""
+        with self._mu:
+            return self._machine.set_of(lock_id, first_key, self.clock.monotonic())
 
     def lock_state(self, lock_id: int) -> LockState:
         """Lock ``lock_id``'s lifecycle state."""
@@ -533,6 +540,16 @@ class Engine:
             if entry is None:
                 return TxnRefused(cmd.actor, cmd.step)
             return TxnApplied(cmd.actor, cmd.step, entry)
+        if isinstance(cmd, SendAcquireMany):
+            try:
+                entries, refused = consul.kv.lock_many(
+                    cmd.keys, cmd.value, cmd.sid, timeout=cmd.timeout
+                )
+            except LocksmithError as exc:
+                return RequestFailed(cmd.actor, cmd.step, exc, sent=True)
+            if refused is not None or not entries:
+                return TxnRefused(cmd.actor, cmd.step, refused)
+            return ManyApplied(cmd.actor, cmd.step, entries)
         if isinstance(cmd, SendRelease):
             return self._release(cmd)
         if isinstance(cmd, ReadKey):

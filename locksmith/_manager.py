@@ -24,6 +24,7 @@ from locksmith._engine import Engine
 from locksmith._exceptions import ValidationError
 from locksmith._lease import Lease, LockDelayEvent, LossEvent
 from locksmith._lock import Lock
+from locksmith._lockset import LockSet, check_keys
 from locksmith._machine import ManagerSnapshot
 from locksmith._ports import Closable
 from locksmith._protocol import SessionWanted
@@ -193,6 +194,23 @@ class LockManager:
         if isinstance(flags, bool) or not isinstance(flags, int) or not 0 <= flags < 2**64:
             raise ValidationError("flags", f"must be an unsigned 64-bit integer, got {flags!r}")
         return Lock(self._engine, key, data, flags)
+
+    def lock_many(self, keys: Iterable[str], value: bytes | str = b"") -> LockSet:
+        """Make a :class:`LockSet`: ``keys`` acquired together, all or none (no I/O).
+
+        Up to 64 keys go in one transaction, larger sets in sorted batches; one fencing
+        token for the set. See :class:`LockSet`.
+
+        Args:
+            keys: The keys (plain lock keys, each once).
+            value: Written to every key on acquisition.
+
+        Raises:
+            ValidationError: Bad, duplicate or ``.lock`` keys, or a value too large for a
+                transaction of 64 keys.
+        """
+        data = check_txn_value(value)
+        return LockSet(self._engine, check_keys(keys, data), data)
 
     def on_lock_delay(
         self, callback: Callable[[LockDelayEvent], object]

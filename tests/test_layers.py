@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"_settings"},
     {"_engine"},  # the threads that run it
     {"_fencing"},
-    {"_lock"},
+    {"_lock", "_lockset"},
     {"_ports"},
     {"_election", "_semaphore", "_singleton", "_registration", "_child"},  # recipes
     {"_manager"},
