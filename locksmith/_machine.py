@@ -1808,19 +1808,24 @@ class LockMachine:
 
     def _batch(self) -> tuple[ReleaseItem, ...]:
         items: list[ReleaseItem] = []
+        stale: list[tuple[str, str]] = []
         closing = self.state is ManagerState.CLOSING
-        for (key, sid), item in list(self._pending.items()):
+        # (Stops at the 64th item: a close of 10,000 keys must not rescan them per batch.)
+        for ref, item in self._pending.items():
+            key, sid = ref
             hold = self._holds.get(key)
             if hold is not None and hold.lease.session_id == sid:
-                self._drop_pending((key, sid))
+                stale.append(ref)
                 continue
             if self._blocked(key, sid):
                 continue
-            if not closing and self._retry_at.get((key, sid), 0.0) > self._now:
+            if not closing and self._retry_at.get(ref, 0.0) > self._now:
                 continue
             items.append(item)
             if len(items) == MAX_TXN_OPS:
                 break
+        for ref in stale:
+            self._drop_pending(ref)
         return tuple(items)
 
     def _destroyable(self) -> str | None:
