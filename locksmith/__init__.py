@@ -12,6 +12,7 @@ import typing as _typing
 from locksmith._exceptions import (
     ACLNotFound,
     BadRequest,
+    Cancelled,
     ConfigurationError,
     ConsulError,
     ConsulUnavailable,
@@ -30,6 +31,7 @@ from locksmith._exceptions import (
 )
 
 if _typing.TYPE_CHECKING:
+    from locksmith._cancel import Cancel
     from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE, run_exclusive
     from locksmith._client import Consul
     from locksmith._clock import Clock, FakeClock, SystemClock
@@ -61,6 +63,8 @@ __all__ = [
     "EXIT_USAGE",
     "ACLNotFound",
     "BadRequest",
+    "Cancel",
+    "Cancelled",
     "Clock",
     "ConfigurationError",
     "ConnectionConfig",
@@ -116,6 +120,7 @@ __all__ = [
 
 #: Where each lazily imported public name lives.
 _LAZY: dict[str, str] = {
+    "Cancel": "locksmith._cancel",
     "Clock": "locksmith._clock",
     "ConnectionConfig": "locksmith._config",
     "Consul": "locksmith._client",

@@ -52,6 +52,7 @@ from locksmith._client import Consul
 from locksmith._clock import Clock
 from locksmith._deadline import Deadline
 from locksmith._exceptions import (
+    Cancelled,
     ConsulUnavailable,
     LocksmithError,
     ManagerClosed,
@@ -438,8 +439,9 @@ class Engine:
         except Exception:
             log.exception("lease_hook.failed", hook=getattr(hook, "__qualname__", repr(hook)))
 
-    def _take(self, inbox: _Inbox) -> Command:
-        """The actor's next command (superseded sleeps and watches are skipped)."""
+    def _take(self, inbox: _Inbox, cancel: Cancel | None = None) -> Command | None:
+        """The actor's next command (superseded sleeps and watches are skipped); None when
+        ``cancel`` is set first."""
         while True:
             with self._mu:
                 inbox.waiting = False
@@ -451,6 +453,8 @@ class Engine:
                     return cmd
                 inbox.waiting = True
                 inbox.ready.clear()
+            if cancel is not None and cancel.cancelled:
+                return None
             inbox.ready.wait()
 
     def _sleep(self, inbox: _Inbox, until: float) -> bool:
@@ -465,18 +469,29 @@ class Engine:
         finally:
             inbox.waiting = False
 
-    def call(self, actor: int, event: Event) -> Any:
-        """Run one call (acquire, release, close) on the caller's thread to its Finish."""
+    def call(self, actor: int, event: Event, cancel: Cancel | None = None) -> Any:
+        """Run one call (acquire, release, close) on the caller's thread to its Finish.
+
+        With ``cancel``: when it is set, the call stops waiting and raises
+        :class:`Cancelled` (the machine gives back what the call took), unless its answer
+        had already come.
+        """
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled("cancelled before it started")
         inbox: _Inbox | None = getattr(self._local, "inbox", None)
         if inbox is None or inbox.items:
             inbox = self._local.inbox = _Inbox()  # one per thread, reused call after call
         with self._mu:
             self._inboxes[actor] = inbox
+        if cancel is not None:
+            cancel.link(inbox.ready)
         finished = False
         try:
             self.handle(event)
             while True:
-                cmd = self._take(inbox)
+                cmd = self._take(inbox, cancel)
+                if cmd is None:
+                    raise Cancelled("cancelled")
                 if isinstance(cmd, Finish):
                     finished = True
                     result = cmd.result
@@ -497,6 +512,8 @@ class Engine:
                 self.handle(AttemptAborted(actor))
             raise
         finally:
+            if cancel is not None:
+                cancel.unlink(inbox.ready)
             with self._mu:
                 self._inboxes.pop(actor, None)
 
@@ -504,7 +521,7 @@ class Engine:
         """A background actor: carry out its commands until Stop; survive every error."""
         while True:
             cmd = self._take(inbox)
-            if isinstance(cmd, Stop):
+            if cmd is None or isinstance(cmd, Stop):  # (None: only with a cancel)
                 return
             try:
                 if isinstance(cmd, Sleep):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from locksmith._cancel import Cancel, check_cancel
 from locksmith._deadline import Deadline
 from locksmith._engine import Engine
 from locksmith._exceptions import LockLost, SessionNotFound, ValidationError
@@ -108,7 +109,9 @@ class Lock:
         return lease
 
     # -- acquire -------------------------------------------------------------------------
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
+    def acquire(
+        self, blocking: bool = True, timeout: float | None = None, *, cancel: Cancel | None = None
+    ) -> Lease | None:
         """Acquire the lock.
 
         Args:
@@ -116,6 +119,8 @@ class Lock:
             timeout: Seconds to wait at most (None: forever); ``0`` tries once and raises
                 :class:`LockTimeout` if the key is busy. With ``blocking=False`` it bounds
                 the one try's requests (default: the client's timeout).
+            cancel: Stop waiting when it is set (from another thread or a signal handler):
+                :class:`Cancelled` is raised and nothing of the call is left on the server.
 
         Returns:
             The new :class:`Lease`, or None (only with ``blocking=False``).
@@ -123,6 +128,7 @@ class Lock:
         Raises:
             ValidationError: Bad ``blocking`` or ``timeout`` (before any request).
             LockTimeout: The deadline passed (every request gets only the time left).
+            Cancelled: ``cancel`` was set first.
             LockConflict: The key belongs to another kind of lock (foreign flags).
             ManagerClosed: The manager is closed.
             ConsulUnavailable: Consul could not be reached (``blocking=False`` only;
@@ -132,6 +138,7 @@ class Lock:
         if not isinstance(blocking, bool):
             raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
         seconds = check_timeout(timeout)
+        cancel = check_cancel(cancel)
         engine = self._engine
         engine.check_open()
         now = engine.clock.monotonic()
@@ -149,6 +156,7 @@ class Lock:
             AcquireRequested(
                 actor, self._id, self.key, self.value, self.flags, deadline.at, blocking
             ),
+            cancel,
         )
         if lease is not None:
             self._leases.add(lease)

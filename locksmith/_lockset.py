@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
+from locksmith._cancel import Cancel, check_cancel
 from locksmith._compat import LOCK_KEY
 from locksmith._deadline import Deadline
 from locksmith._endpoints import lock_ops
@@ -161,12 +162,16 @@ class LockSet:
         return lease_set
 
     # -- acquire / release ---------------------------------------------------------------
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> LeaseSet | None:
+    def acquire(
+        self, blocking: bool = True, timeout: float | None = None, *, cancel: Cancel | None = None
+    ) -> LeaseSet | None:
         """Acquire every key, or none.
 
         Args:
             blocking: False: try each batch once; None if a key is busy.
             timeout: Seconds to wait at most (None: forever).
+            cancel: Stop waiting when it is set: :class:`Cancelled` is raised and every key
+                taken is given back.
 
         Returns:
             The new :class:`LeaseSet`, or None (only with ``blocking=False``).
@@ -174,6 +179,7 @@ class LockSet:
         Raises:
             ValidationError: Bad ``blocking`` or ``timeout`` (before any request).
             LockTimeout: The deadline passed; nothing of the set is held.
+            Cancelled: ``cancel`` was set first; nothing of the set is held.
             LockConflict: A key belongs to another kind of lock (foreign flags).
             ManagerClosed: The manager is closed.
             PermissionDenied: The ACL token may not write a key.
@@ -181,6 +187,7 @@ class LockSet:
         if not isinstance(blocking, bool):
             raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
         seconds = check_timeout(timeout)
+        cancel = check_cancel(cancel)
         engine = self._engine
         engine.check_open()
         now = engine.clock.monotonic()
@@ -191,6 +198,7 @@ class LockSet:
         lease_set: LeaseSet | None = engine.call(
             actor,
             AcquireManyRequested(actor, self._id, self.keys, self.value, deadline.at, blocking),
+            cancel,
         )
         if lease_set is not None:
             self._sets.add(lease_set)
