@@ -179,10 +179,15 @@ def check_prefix(value: object, field: str = "prefix") -> str:
     return value
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _check_path(value: str, field: str) -> None:
     """Refuse control characters and the segments Consul's HTTP router redirects (301)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise ValidationError(field, f"{value!r} contains control characters")
+    if "//" not in value and "." not in value and not value.startswith("/"):
+        return  # (the common case: no empty, "." or ".." segment is possible)
     segments = value.split("/")
     if segments[-1] == "" and len(segments) > 1:
         segments.pop()  # "dir/": a trailing slash is part of a legal key
