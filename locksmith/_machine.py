@@ -171,6 +171,10 @@ class MachineConfig:
         retry: Backoff while Consul is unreachable (acquires, watches).
         cleanup: Backoff of the cleaner's retries.
         window: Backoff while a lock-delay window's end is unknown.
+        write_hold: How long after locksmith gave up on a write Consul may still carry it
+            out: without a leader, a server holds the writes it is given for
+            ``rpc_hold_timeout`` (7 s by default) and a closed connection does not cancel
+            them. Counted on top of ``request_timeout``.
     """
 
     ttl: float | None = 15.0
@@ -184,6 +188,7 @@ class MachineConfig:
     retry: Backoff = field(default_factory=lambda: Backoff(start=0.05, cap=2.0))
     cleanup: Backoff = field(default_factory=lambda: Backoff(start=0.25, cap=2.0))
     window: Backoff = field(default_factory=lambda: Backoff(start=0.05, cap=5.0))
+    write_hold: float = 7.0
     #: Which log levels anyone listens to (the front-end asks its logging); events below
     #: are not even built.
     log_enabled: Callable[[int], bool] = field(default=lambda level: True, compare=False)
@@ -345,6 +350,9 @@ class LockMachine:
         self._settle: dict[tuple[str, str], float] = {}
         self._retry_at: dict[tuple[str, str], float] = {}
         self._inflight: set[tuple[str, str]] = set()
+        #: Releases given up on: until when each may still land at Consul. Meanwhile the
+        #: same session must not take the key again, or the late release would free it.
+        self._late: dict[tuple[str, str], float] = {}
         self._destroys: set[str] = set()
         self._destroying: set[str] = set()
         self._cleaner = _Worker()
@@ -517,7 +525,28 @@ class LockMachine:
         if key in self._releasing:
             return True
         sid = self.session_id
-        return sid is not None and (key, sid) in self._inflight
+        if sid is None:
+            return False
+        return (key, sid) in self._inflight or self._late_until(key, sid) > self._now
+
+    def _late_until(self, key: str, sid: str) -> float:
+        """Until when a release of ``key`` by ``sid`` given up on may still land (0: none)."""
+        until = self._late.get((key, sid), 0.0)
+        if until and until <= self._now:
+            del self._late[(key, sid)]
+            return 0.0
+        return until
+
+    def _gave_up_on_release(self, key: str, sid: str) -> None:
+        """A release of ``key`` by ``sid`` was sent and never answered: it may land later."""
+        self._late[(key, sid)] = self._now + self.cfg.request_timeout + self.cfg.write_hold
+
+    def _queue_wait_until(self, a: _Attempt, key: str) -> float:
+        """How long a call queued on ``key`` sleeps: to its deadline, or until a release
+        given up on can no longer land (then it looks again)."""
+        sid = self.session_id
+        late = self._late_until(key, sid) if sid is not None else 0.0
+        return min(a.deadline.at, late) if late else a.deadline.at
 
     # ================================================================== lifecycle
     def _on_start(self, ev: Start) -> None:
@@ -573,7 +602,7 @@ class LockMachine:
                 q = self._queue.setdefault(a.key, deque())
                 if a.actor not in q:
                     q.append(a.actor)
-                self._wait(a, _P.QUEUED, a.deadline.at)
+                self._wait(a, _P.QUEUED, self._queue_wait_until(a, a.key))
             return
         self._owner[a.key] = a.actor
         self._unqueue(a)
@@ -659,7 +688,7 @@ class LockMachine:
                 self._unqueue(a)
                 a.key = busy
                 self._queue.setdefault(busy, deque()).append(a.actor)
-                self._wait(a, _P.QUEUED, a.deadline.at)
+                self._wait(a, _P.QUEUED, self._queue_wait_until(a, busy))
             return
         self._unqueue(a)
         for k in a.keys:
@@ -1217,6 +1246,7 @@ class LockMachine:
                 self._releasing.pop(r.hold.lease.key, None)
                 # The release may or may not have reached Consul: make sure it happens.
                 lease = r.hold.lease
+                self._gave_up_on_release(lease.key, lease.session_id)
                 self._queue_release(
                     ReleaseItem(lease.key, lease.session_id, lease.value, lease.flags)
                 )
@@ -1384,6 +1414,9 @@ class LockMachine:
             return
         # Unavailable, or refused mid leader change: the cleaner keeps trying in the
         # background; release() itself does not fail (the key is given up either way).
+        # The request may still land later: this session must not take the key meanwhile.
+        if ev.sent:
+            self._gave_up_on_release(lease.key, lease.session_id)
         self._queue_release(ReleaseItem(lease.key, lease.session_id, lease.value, lease.flags))
         self._log(
             logging.WARNING,
@@ -1784,7 +1817,8 @@ class LockMachine:
         self._pending[ref] = item
         if ambiguous:
             self._settle[ref] = max(
-                self._settle.get(ref, 0.0), self._now + self.cfg.request_timeout
+                self._settle.get(ref, 0.0),
+                self._now + self.cfg.request_timeout + self.cfg.write_hold,
             )
 
     def _drop_pending(self, ref: tuple[str, str]) -> None:
@@ -1914,6 +1948,8 @@ class LockMachine:
             return
         for item in w.batch:
             self._inflight.discard((item.key, item.sid))
+            if ev.sent:
+                self._gave_up_on_release(item.key, item.sid)
         if self._set_releases:
             self._set_release_progress([((it.key, it.sid), "failed") for it in w.batch], True)
         w.batch, w.busy = (), False

@@ -73,6 +73,23 @@ class SemaphoreState:
     exists: bool
 
 
+def slot_write(state: SemaphoreState, sid: str) -> tuple[str, dict[str, bool]]:
+    """What contender ``sid`` writes to ``.lock`` next (pure).
+
+    Returns:
+        ``("take", holders)``: take a slot with this CAS write; ``("wait", {})``: every
+        slot is taken; ``("unlist", holders)``: ``sid`` is still listed from an earlier
+        hold (a release that could not remove it): remove it first. Consul answers a write
+        of the content a key already has with success and no new index, so taking a slot
+        while still listed would hand out an old fencing token (partition finding P1).
+    """
+    if sid in state.listed:
+        return "unlist", {h: True for h in state.holders if h != sid}
+    if len(state.holders) >= state.limit:
+        return "wait", {}
+    return "take", {**state.holders, sid: True}
+
+
 def decode_semaphore(entries: list[KVEntry], lock_key: str, limit: int) -> SemaphoreState:
     """Read the semaphore under a prefix from its entries (pure).
 
@@ -261,11 +278,11 @@ class Semaphore:
                 if not contender.held:
                     raise LockError(f"semaphore {self.prefix!r}: the contender session ended")
                 state = decode_semaphore(entries, self.lock_key, self.limit)
-                if len(state.holders) >= state.limit and sid not in state.holders:
+                action, holders = slot_write(state, sid)
+                if action == "wait":
                     break
-                holders = {**state.holders, sid: True}
                 entry = self._cas(state.index, holders)
-                if entry is not None:
+                if entry is not None and action == "take":
                     return Lease(
                         key=self.prefix,
                         session_id=sid,
@@ -274,7 +291,7 @@ class Semaphore:
                         acquired_at=clock.monotonic(),
                         flags=CONSUL_SEMAPHORE_FLAGS,
                     )
-                # Lost a CAS race: read again at once.
+                # Lost a CAS race, or removed a stale listing of ours: read again at once.
                 entries = kv.list(self._dir)
             if not blocking:
                 return None

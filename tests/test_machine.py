@@ -740,7 +740,8 @@ def test_stop_commands_end_the_background_actors_on_close() -> None:
 
 def test_an_ambiguous_acquire_is_released_again_once_its_answer_cannot_land_any_more() -> None:
     """A "not held" answer right after a lost acquire is not conclusive: the acquire may
-    still be on its way (a slow network); the cleaner looks again after the request timeout."""
+    still be on its way (a slow network, or a server holding it while there is no leader);
+    the cleaner looks again after the request timeout plus Consul's write hold."""
     r = Rig()
     r.acquire(1, key="other")
     r.send(AcquireRequested(2, 2, "k", b"v", 0, 1000.5, True))
@@ -753,7 +754,7 @@ def test_an_ambiguous_acquire_is_released_again_once_its_answer_cannot_land_any_
     r.at(1000.6).send(ReleaseAnswered(CLEANER, first.step, ("not_held",)))
     assert r.m.snapshot(r.now).pending_releases == ("k",)
     wake = r.one(Sleep, CLEANER)
-    assert wake.until == pytest.approx(1010.5)  # the request timeout after giving up
+    assert wake.until == pytest.approx(1017.5)  # request timeout + write hold, after giving up
     r.at(wake.until).send(Woke(CLEANER, wake.step))
     second = r.one(SendRelease, CLEANER)
     r.send(ReleaseAnswered(CLEANER, second.step, ("released",)))
@@ -984,3 +985,29 @@ def test_close_releases_a_set_with_everything_else() -> None:
         r.send(ReleaseAnswered(rel.actor, rel.step, outcomes))
     assert sorted(released) == list(keys)
     assert r.m.lock_state(7) is LockState.UNLOCKED
+
+
+def test_p2_a_release_given_up_on_keeps_the_same_session_off_the_key_until_it_cannot_land() -> None:
+    """Partition finding P2: a server without a leader holds a write for up to 7 s and a
+    closed connection does not cancel it, so a release given up on can land after the key
+    was taken again by the same session, and free that newer acquisition."""
+    r = Rig()
+    lease = r.acquire(1, "k", index=100)
+    r.send(ReleaseRequested(2, 1, "k", lease))
+    rel = r.one(SendRelease, 2)
+    r.at(1001.0).send(RequestFailed(2, rel.step, ConsulUnavailable("timed out")))
+    assert r.one(Finish, 2).result is True  # deferred to the cleaner, as before
+    retry = r.one(SendRelease, CLEANER)
+    r.send(ReleaseAnswered(CLEANER, retry.step, ("released",)))
+    # The same session wants the key again at once: it waits until the first release
+    # cannot land any more (request timeout 10 s + write hold 7 s after giving up).
+    r.at(1002.0).send(AcquireRequested(3, 1, "k", b"v", 0, INF, True))
+    r.none(SendAcquire)
+    assert r.m.snapshot(r.now).queued == ("k",)
+    wake = r.latest(Sleep, 3)
+    assert wake.until == pytest.approx(1018.0)
+    renew = r.latest(Sleep, RENEWER)  # (the session is renewed meanwhile)
+    r.at(1010.0).send(Woke(RENEWER, renew.step))
+    r.send(RenewAnswered(SID, started=1010.0, ttl=15.0))
+    r.at(1018.0).send(Woke(3, wake.step))
+    assert r.one(SendAcquire, 3).sid == SID

@@ -527,3 +527,39 @@ def test_a_fake_clock_drives_a_started_manager(make_manager: MakeManager, key: s
     assert ended.wait(10)  # and the renewer, woken by the fake time, says so
     assert lost.wait(1, timeout=10)
     assert lost.events[0].reason is LossReason.LEASE_EXPIRED
+
+
+# --------------------------------------------------------------------------- partition finding P2
+
+
+def test_p2_a_release_that_lands_late_cannot_free_a_newer_acquisition(
+    consul_addr: str, key: str
+) -> None:
+    """A server without a leader holds a write and carries it out after its client gave up
+    (here: a proxy that delivers abandoned requests 3 s late). The manager must not take the
+    key again with the same session while that release can still land, or it would free the
+    new acquisition (partition finding P2, docs/faults.md)."""
+    with FaultProxy(consul_addr) as proxy:
+        mgr = LockManager(Consul(proxy.addr, timeout=1.0), ttl=30, lock_delay=0, name="p2")
+        try:
+            lock = mgr.lock(key)
+            lost: Recorder[LossEvent] = Recorder()
+            lock.on_lost(lost)
+            first = lock.acquire(timeout=10)
+            assert first is not None
+            started = time.monotonic()
+            proxy.delay(3.0, direction="up", deliver_abandoned=True)
+            assert lock.release(first) is True  # given up on after 1 s: deferred
+            proxy.heal()
+            second = lock.acquire(timeout=30)
+            assert second is not None and second.session_id == first.session_id
+            # Every request given up on has landed by now (each was held for 3 s).
+            time.sleep(max(0.0, started + 6.0 - time.monotonic()))
+            with Consul(consul_addr) as direct:
+                entry = direct.kv.get(key)
+            assert entry is not None and entry.session == second.session_id
+            assert lock.lease is second and not lost.events
+        finally:
+            proxy.heal()
+            mgr.close()
+            mgr.consul.close()

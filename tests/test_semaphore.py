@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -17,12 +18,15 @@ from locksmith import (
     Consul,
     Lease,
     LockConflict,
+    LockError,
     LockManager,
     LockTimeout,
     LossEvent,
     LossReason,
     Semaphore,
 )
+from locksmith._semaphore import SemaphoreState, slot_write
+from locksmith.testing import FaultProxy
 
 
 def _managers(stack: ExitStack, consul: Consul, n: int) -> list[LockManager]:
@@ -188,3 +192,45 @@ def test_sibling_prefix_is_not_read_as_part_of_the_semaphore(consul: Consul, pre
         lease = sem.acquire(timeout=5)
         assert lease is not None and sem.holders() == [lease.session_id]
         sem.release()
+
+
+def test_slot_write_removes_a_stale_listing_before_taking_a_slot() -> None:
+    state = SemaphoreState(2, {"a": True, "b": True}, frozenset({"a", "b", "dead"}), 7, True)
+    assert slot_write(state, "a") == ("unlist", {"b": True})  # (the dead holder pruned too)
+    assert slot_write(state, "c") == ("wait", {})
+    free = SemaphoreState(2, {"b": True}, frozenset({"b"}), 8, True)
+    assert slot_write(free, "c") == ("take", {"b": True, "c": True})
+
+
+def test_p1_a_slot_token_is_fresh_when_a_stale_listing_remains(consul_addr: str) -> None:
+    """Partition finding P1: A's release could not remove A from ``.lock`` (Consul
+    unreachable), B took a slot after A, then A took one again. Writing the content ``.lock``
+    already had, Consul answered true without a new index: A's "new" token was B's."""
+    prefix = unique("locksmith-test/sem-p1")
+    with FaultProxy(consul_addr) as proxy, Consul(consul_addr) as direct:
+        a = LockManager(Consul(proxy.addr, timeout=1.0), ttl=10, lock_delay=0, name="p1-a")
+        b = LockManager(Consul(consul_addr), ttl=10, lock_delay=0, name="p1-b")
+        try:
+            sem_a, sem_b = a.semaphore(prefix, 2), b.semaphore(prefix, 2)
+            assert sem_a.acquire(timeout=10) is not None
+            lease_b = sem_b.acquire(timeout=10)
+            assert lease_b is not None
+            proxy.blackhole()  # A's release cannot remove A from .lock: it is deferred
+            sem_a.release()
+            proxy.heal()
+            again = None
+            deadline = time.monotonic() + 30
+            while again is None:
+                try:  # the contender key may still wait for its deferred release
+                    again = sem_a.acquire(timeout=10)
+                except LockError:
+                    assert time.monotonic() < deadline, "A never got a slot again"
+                    time.sleep(0.2)
+            assert again.fencing_token > lease_b.fencing_token
+        finally:
+            proxy.heal()
+            a.close()
+            b.close()
+            a.consul.close()
+            b.consul.close()
+            direct.kv.delete(prefix, recurse=True)

@@ -8,7 +8,10 @@ upstream ``host:port``. Its mode can be switched at any time:
   until the client's timeout, like a network partition; no RST, no FIN);
 * ``delay``: forward, but hold every chunk for ``delay`` seconds first (each direction keeps
   its order); optionally only one direction (``up``: requests; ``down``: answers — a request
-  then reaches Consul at once and only its answer is late);
+  then reaches Consul at once and only its answer is late). With ``deliver_abandoned``, a
+  request whose client gave up (closed or reset its connection) is still delivered when its
+  delay is over, on a connection of its own: what a Consul server without a leader does with
+  the writes it holds for ``rpc_hold_timeout``;
 * ``reset``: reset (RST) every existing connection and every new one;
 * ``drop_new``: refuse new connections (the listener is closed: connection refused);
   existing connections keep forwarding;
@@ -177,6 +180,8 @@ class _Conn:
                         self._send(dst, data, upstream, requests)
                 self._flush(pending, dst, upstream, force=False)
         finally:
+            if upstream:
+                proxy._abandoned(pending)  # requests still held when the client gave up
             with self._close_mu:
                 self._eofs += int(eof)
                 both_done = self._eofs >= 2
@@ -268,6 +273,8 @@ class FaultProxy:
         self._mode: ProxyMode = "pass"
         self._delay = 0.0
         self._delay_dirs = "both"
+        self._deliver_abandoned = False
+        self._late: list[threading.Thread] = []
         self._canned_bytes = b"HTTP/1.1 500 Fault\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         self._conns: set[_Conn] = set()
         self._all_conns: list[_Conn] = []
@@ -327,6 +334,10 @@ class FaultProxy:
             c.close()
         for c in conns:
             c.join(timeout)
+        with self._mu:
+            late, self._late = self._late, []
+        for t in late:
+            t.join(timeout)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -390,13 +401,50 @@ class FaultProxy:
         """Accept and keep connections, forward nothing (requests hang)."""
         self.set_mode("blackhole")
 
-    def delay(self, seconds: float, direction: Literal["both", "up", "down"] = "both") -> None:
-        """Forward every chunk ``seconds`` late (``up``: only requests, ``down``: only answers)."""
+    def delay(
+        self,
+        seconds: float,
+        direction: Literal["both", "up", "down"] = "both",
+        *,
+        deliver_abandoned: bool = False,
+    ) -> None:
+        """Forward every chunk ``seconds`` late (``up``: only requests, ``down``: only answers).
+
+        Args:
+            seconds: The delay.
+            direction: Which direction is delayed.
+            deliver_abandoned: Deliver a delayed request even if its client gave up on it
+                meanwhile (on a fresh upstream connection, its answer discarded), as a
+                Consul server without a leader carries out the writes it held.
+        """
         if direction not in ("both", "up", "down"):
             raise ValueError(f"direction must be 'both', 'up' or 'down', got {direction!r}")
         with self._mu:
             self._delay_dirs = direction
+            self._deliver_abandoned = deliver_abandoned
         self.set_mode("delay", seconds)
+
+    def _abandoned(self, pending: list[tuple[float, int, bytes]]) -> None:
+        """A connection closed with requests still held: deliver them later if asked to."""
+        with self._mu:
+            if not (self._deliver_abandoned and pending) or self._stopping.is_set():
+                return
+            late = threading.Thread(target=self._deliver_late, args=(sorted(pending),), daemon=True)
+            self._late.append(late)
+        late.start()
+
+    def _deliver_late(self, pending: list[tuple[float, int, bytes]]) -> None:
+        with contextlib.suppress(OSError):
+            sock = socket.create_connection(self.upstream, timeout=5.0)
+            with sock:
+                for due, _seq, data in pending:
+                    if self._stopping.wait(max(0.0, due - time.monotonic())):
+                        return
+                    sock.sendall(data)
+                    self._count_bytes(len(data), True, len(_REQUEST_LINE.findall(data)))
+                sock.settimeout(2.0)
+                with contextlib.suppress(OSError):
+                    sock.recv(_CHUNK)  # its answer: nobody waits for it
 
     def _delays(self, upstream: bool) -> bool:
         with self._mu:
