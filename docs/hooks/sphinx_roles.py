@@ -3,8 +3,9 @@
 locksmith's docstrings name other objects with Sphinx roles (``:meth:`Lock.acquire```,
 ``:class:`~locksmith.Lease```), which read well in source and in ``help()``. mkdocstrings
 renders Markdown, so this extension rewrites each role before rendering: a public locksmith
-object becomes a cross-reference to its entry in the reference (``[`Lock.acquire`][locksmith.Lock.acquire]``);
-anything else (the standard library, a private helper, a bare attribute name) becomes code.
+object becomes a cross-reference to its entry in the reference
+(``[`Lock.acquire`][locksmith.Lock.acquire]``); anything else (the standard library, a
+private helper, a bare attribute name) becomes code.
 """
 
 from __future__ import annotations
