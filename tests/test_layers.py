@@ -33,6 +33,7 @@ LAYERS: list[set[str]] = [
     {"_ports"},
     {"_election", "_semaphore", "_singleton", "_registration", "_child"},  # recipes
     {"_manager"},
+    {"aio"},  # the async client (and front-ends) on top of the sync layers; optional (anyio)
     {"__init__", "__main__", "_cli", "testing", "demo"},
 ]
 
