@@ -45,4 +45,4 @@ def test_exported_objects_claim_a_public_home() -> None:
 
 def test_only_private_modules_besides_the_documented_ones() -> None:
     public_modules = {m.name for m in pkgutil.iter_modules(locksmith.__path__)}
-    assert {m for m in public_modules if not m.startswith("_")} <= {"testing", "demo"}
+    assert {m for m in public_modules if not m.startswith("_")} <= {"aio", "testing", "demo"}

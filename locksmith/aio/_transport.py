@@ -254,6 +254,8 @@ class _AsyncioConn(_Conn, asyncio.Protocol):
         self.expired = False
 
     def arm(self, deadline: float) -> None:
+        # A timer of the previous request may have fired just as its answer completed.
+        self.expired = False
         self.timer = self.loop.call_at(deadline, self._expire)
 
     def disarm(self) -> None:
@@ -326,6 +328,7 @@ class _AsyncioConn(_Conn, asyncio.Protocol):
             and self.error is None
             and transport is not None
             and not transport.is_closing()
+            and self.loop is asyncio.get_running_loop()  # not left over from another loop
         )
 
     def close_now(self, *, reset: bool) -> bool:
@@ -333,8 +336,24 @@ class _AsyncioConn(_Conn, asyncio.Protocol):
         if transport is not None:
             if reset:
                 _set_reset_on_close(transport.get_extra_info("socket"))
-            transport.abort()
+            try:
+                transport.abort()
+            except RuntimeError:  # its event loop is closed: asyncio can no longer close it
+                _close_orphaned(transport)
         return True
+
+
+def _close_orphaned(transport: asyncio.BaseTransport) -> None:
+    """Close the socket of a transport whose event loop is closed (a client that outlived an
+    ``asyncio.run``). asyncio has no public way to; without this the socket stays open until
+    garbage collection, which then warns. Best effort, on the selector transports' fields."""
+    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    target = inner if inner is not None else transport
+    sock = getattr(target, "_sock", None)
+    if isinstance(sock, socket.socket):
+        sock.close()
+        with contextlib.suppress(AttributeError):
+            target._sock = None  # type: ignore[union-attr]
 
 
 class _StreamConn(_Conn):
@@ -683,6 +702,9 @@ class AsyncTransport:
             return self._take(blocking)
         waiter = _Waiter(blocking)
         self._waiters.append(waiter)
+        self._dispatch()  # a place may be free for this one (those ahead wait for another kind)
+        if waiter.granted:
+            return waiter.conn
         try:
             if deadline is None:
                 await waiter.event.wait()
