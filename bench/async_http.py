@@ -17,7 +17,9 @@ keep-alive connection to one dev agent, on its own key and session:
   ``http.client`` connection), for scale.
 
 Rounds interleave the competitors in a shuffled order; each competitor runs its pairs of a
-round in a fresh event loop (connect, warm up, then time each pair with perf_counter).
+round in a fresh event loop (connect, warm up, then time each pair with perf_counter). The
+process's CPU time over a round's timed pairs (``time.process_time``) is reported too, per
+pair: the client's own cost, less sensitive than wall time to what else the machine runs.
 
 Run: ``python bench/async_http.py [--quick] [--repeat N] [--pairs N]``.
 """
@@ -28,6 +30,7 @@ import asyncio
 import base64
 import json
 import random
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -76,14 +79,20 @@ def check_release(status: int, body: bytes) -> None:
         raise RuntimeError(f"release failed: {status} {body[:200]!r}")
 
 
+#: CPU seconds of the last timed batch (process_time), read by run_one.
+_LAST_CPU: list[float] = []
+
+
 async def time_pairs(pair: Pair, n: int) -> list[float]:
     for _ in range(WARMUP):
         await pair()
     out = []
+    cpu0 = time.process_time()
     for _ in range(n):
         t0 = time.perf_counter()
         await pair()
         out.append((time.perf_counter() - t0) * 1000)
+    _LAST_CPU.append(time.process_time() - cpu0)
     return out
 
 
@@ -208,11 +217,13 @@ def raw_sync(addr: str, key: str, sid: str, n: int) -> list[float]:
             raw.lock(key, VALUE, sid)
             raw.release(key, VALUE, sid)
         out = []
+        cpu0 = time.process_time()
         for _ in range(n):
             t0 = time.perf_counter()
             if raw.lock(key, VALUE, sid) is None or not raw.release(key, VALUE, sid):
                 raise RuntimeError("raw-sync pair failed")
             out.append((time.perf_counter() - t0) * 1000)
+        _LAST_CPU.append(time.process_time() - cpu0)
         return out
     finally:
         raw.close()
@@ -233,13 +244,17 @@ COMPETITORS: dict[str, tuple[str, Any]] = {
 }
 
 
-def run_one(name: str, addr: str, key: str, sid: str, n: int) -> list[float]:
+def run_one(name: str, addr: str, key: str, sid: str, n: int) -> tuple[list[float], float]:
+    """One round of a competitor: ms per pair, and CPU microseconds per pair."""
     backend, fn = COMPETITORS[name]
+    _LAST_CPU.clear()
     if backend == "sync":
-        return list(fn(addr, key, sid, n))
-    if backend == "asyncio":
-        return list(asyncio.run(fn(addr, key, sid, n)))
-    return list(anyio.run(fn, addr, key, sid, n, backend="trio"))
+        samples = list(fn(addr, key, sid, n))
+    elif backend == "asyncio":
+        samples = list(asyncio.run(fn(addr, key, sid, n)))
+    else:
+        samples = list(anyio.run(fn, addr, key, sid, n, backend="trio"))
+    return samples, _LAST_CPU[0] / n * 1e6
 
 
 def run(addr: str, names: list[str], *, repeat: int, pairs: int, seed: int) -> dict[str, Any]:
@@ -251,14 +266,16 @@ def run(addr: str, names: list[str], *, repeat: int, pairs: int, seed: int) -> d
     }
     samples: dict[str, list[float]] = {n: [] for n in names}
     round_medians: dict[str, list[float]] = {n: [] for n in names}
+    cpu_us: dict[str, list[float]] = {n: [] for n in names}
     try:
         for r in range(repeat):
             order = list(names)
             rng.shuffle(order)
             for n in order:
-                s = run_one(n, addr, keys[n], sids[n], pairs)
+                s, cpu = run_one(n, addr, keys[n], sids[n], pairs)
                 samples[n] += s
                 round_medians[n].append(c.summarize(s)["median"])
+                cpu_us[n].append(cpu)
             print(
                 f"round {r + 1}/{repeat}: "
                 + ", ".join(f"{n} {round_medians[n][-1]:.3f}" for n in names)
@@ -267,7 +284,7 @@ def run(addr: str, names: list[str], *, repeat: int, pairs: int, seed: int) -> d
         for sid in sids.values():
             raw.destroy(sid)
         raw.close()
-    return {"samples": samples, "round_medians": round_medians}
+    return {"samples": samples, "round_medians": round_medians, "cpu_us": cpu_us}
 
 
 def main() -> None:
@@ -291,12 +308,17 @@ def main() -> None:
     stats = {n: c.summarize(v) for n, v in res["samples"].items()}
     floor = stats["raw-asyncio"]["median"]
     floor_rounds = res["round_medians"]["raw-asyncio"]
+    floor_cpu = statistics.median(res["cpu_us"]["raw-asyncio"])
     rows = []
     summary: dict[str, Any] = {}
     for n in names:
         s = stats[n]
         per_round = [a / b for a, b in zip(res["round_medians"][n], floor_rounds, strict=True)]
+        cpu = statistics.median(res["cpu_us"][n])
         summary[n] = {
+            "cpu_us_per_pair_median_of_rounds": cpu,
+            "cpu_us_per_pair_rounds": res["cpu_us"][n],
+            "cpu_ratio_vs_floor": cpu / floor_cpu,
             "backend": COMPETITORS[n][0],
             "ms": s,
             "pairs_per_s_at_mean": 1000 / s["mean"],
@@ -315,6 +337,8 @@ def main() -> None:
                 f"{s['median'] / floor:.2f}x",
                 f"{min(per_round):.2f}-{max(per_round):.2f}x",
                 f"{1000 / s['mean']:.0f}",
+                f"{cpu:.0f}",
+                f"{cpu / floor_cpu:.2f}x",
             ]
         )
     print()
@@ -328,6 +352,8 @@ def main() -> None:
             "vs floor",
             "rounds",
             "pairs/s",
+            "CPU us/pair",
+            "CPU vs floor",
         ],
         rows,
     )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import builtins
 import dataclasses
+import functools
 import json
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any, TypeVar, cast
@@ -131,6 +132,18 @@ class _Request:
 
     def __repr__(self) -> str:
         return f"<_Request {self.method} {self.path} {self.operation}>"
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_key(key: str) -> str:
+    return check_key(key)
+
+
+def _check_key(key: str) -> str:
+    """:func:`check_key`, remembering the keys that passed: a lock's key is checked on every
+    acquire and release, and the check walks every character. Invalid keys raise (and are
+    not remembered) exactly as before."""
+    return _valid_key(key) if type(key) is str else check_key(key)
 
 
 #: A sans-IO endpoint call: yields requests, receives their answers, returns the result.
@@ -435,7 +448,7 @@ class KVOps(_Ops):
         dc: str | None = None,
         timeout: float | None = None,
     ) -> Exchange[QueryResult[KVEntry | None]]:
-        key = check_key(key)
+        key = _check_key(key)
         params, timeout, blocking = self._read_params(index, wait, consistency, dc, timeout)
         resp = yield _Request(
             "GET",
@@ -493,7 +506,7 @@ class KVOps(_Ops):
         dc: str | None = None,
         timeout: float | None = None,
     ) -> Exchange[bool]:
-        key = check_key(key)
+        key = _check_key(key)
         data = check_value(value)
         if (cas is not None) + (acquire is not None) + (release is not None) > 1:
             given = [
@@ -528,7 +541,7 @@ class KVOps(_Ops):
         dc: str | None = None,
         timeout: float | None = None,
     ) -> Exchange[bool]:
-        key = check_prefix(key, "key") if recurse else check_key(key)
+        key = check_prefix(key, "key") if recurse else _check_key(key)
         params = self._dc_params(dc)
         if cas is not None:
             params.append(("cas", str(check_index(cas, "cas"))))
@@ -607,7 +620,7 @@ class KVOps(_Ops):
         flags: int = 0,
         timeout: float | None = None,
     ) -> Exchange[KVEntry | None]:
-        key = check_key(key)
+        key = _check_key(key)
         data = check_txn_value(value)
         op = {
             "KV": {

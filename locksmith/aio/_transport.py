@@ -46,7 +46,7 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute
 
 from locksmith._config import ConnectionConfig
-from locksmith._exceptions import ConfigurationError, ConsulUnavailable, LocksmithError, TLSError
+from locksmith._exceptions import ConfigurationError, ConsulUnavailable, TLSError
 from locksmith._transport import (
     Params,
     RawResponse,
@@ -79,6 +79,18 @@ class _Stale(Exception):  # noqa: N818 - internal
     """A kept-alive connection turned out closed before any byte of the answer came."""
 
 
+#: What a failed exchange with the server raises: mapped to ConsulUnavailable / TLSError.
+#: (ssl.SSLError and TimeoutError are OSErrors.)
+_NETWORK_ERRORS = (
+    OSError,
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    _NotHTTP,
+    _Stale,
+)
+
+
 class _Conn:
     """One HTTP/1.1 connection: the bytes received but not yet parsed, and the parser.
 
@@ -86,10 +98,12 @@ class _Conn:
     :class:`_StreamConn` (an anyio byte stream, on trio and any other backend).
     """
 
-    __slots__ = ("buf",)
+    __slots__ = ("buf", "deadline")
 
     def __init__(self) -> None:
         self.buf = bytearray()
+        #: When the request it carries must be over (asyncio's clock), for the watchdog.
+        self.deadline: float | None = None
 
     async def send(self, data: bytes) -> None:
         """Send bytes (``anyio.BrokenResourceError`` when the peer is gone)."""
@@ -103,12 +117,8 @@ class _Conn:
         """Whether an idle connection looks fit for the next request."""
         return not self.buf
 
-    def arm(self, deadline: float) -> None:
-        """Fail the request's reads with TimeoutError at ``deadline`` (kinds that can)."""
-        raise NotImplementedError
-
-    def disarm(self) -> None:
-        """The request is over: forget its deadline."""
+    def expire(self) -> None:
+        """The request's deadline passed: fail its reads with TimeoutError (kinds that can)."""
 
     def close_now(self, *, reset: bool) -> bool:
         """Close without awaiting if this kind can (True); ``reset``: SO_LINGER 0."""
@@ -159,7 +169,7 @@ class _Conn:
                     name, sep, value = line.partition(":")
                     if not sep:
                         raise _NotHTTP("malformed header line")
-                    headers[name.strip().lower()] = value.strip()
+                    headers[name.lower()] = value.strip()  # no space may precede the colon
             if 100 <= status < 200:
                 continue  # an interim answer (100 Continue): the real one follows
             break
@@ -233,7 +243,7 @@ def _set_reset_on_close(sock: Any) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-class _AsyncioConn(_Conn, asyncio.Protocol):
+class _AsyncioConn(_Conn, asyncio.BufferedProtocol):
     """A connection on asyncio: the protocol itself buffers what arrives.
 
     Measured (``bench/async_http.py``): anyio's asyncio streams take two more trips through
@@ -241,31 +251,21 @@ class _AsyncioConn(_Conn, asyncio.Protocol):
     each ``receive``) than this; and closing is synchronous here.
     """
 
-    __slots__ = ("eof", "error", "expired", "loop", "timer", "transport", "waiter")
+    __slots__ = ("eof", "error", "expired", "loop", "scratch", "transport", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.loop = loop
+        # Received into (a buffered protocol): no 256 KiB bytes object allocated, mapped and
+        # shrunk per receive, as asyncio's plain protocols get (three system calls each).
+        self.scratch = memoryview(bytearray(_RECEIVE))
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.eof = False
         self.error: BaseException | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.expired = False
 
-    def arm(self, deadline: float) -> None:
-        # A timer of the previous request may have fired just as its answer completed.
-        self.expired = False
-        self.timer = self.loop.call_at(deadline, self._expire)
-
-    def disarm(self) -> None:
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
-
-    def _expire(self) -> None:
-        self.timer = None
+    def expire(self) -> None:
         self.expired = True
         waiter = self.waiter
         if waiter is not None and not waiter.done():
@@ -275,8 +275,11 @@ class _AsyncioConn(_Conn, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.buf += self.scratch[:nbytes]
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -297,6 +300,10 @@ class _AsyncioConn(_Conn, asyncio.Protocol):
 
     # _Conn
     async def send(self, data: bytes) -> None:
+        self.write(data)
+
+    def write(self, data: bytes) -> None:
+        """:meth:`send` without an await: the transport buffers what the socket does not take."""
         transport = self.transport
         if self.error is not None:
             raise self.error
@@ -328,7 +335,7 @@ class _AsyncioConn(_Conn, asyncio.Protocol):
             and self.error is None
             and transport is not None
             and not transport.is_closing()
-            and self.loop is asyncio.get_running_loop()  # not left over from another loop
+            and not self.loop.is_closed()  # not left over from a finished asyncio.run
         )
 
     def close_now(self, *, reset: bool) -> bool:
@@ -366,9 +373,6 @@ class _StreamConn(_Conn):
         self.stream = stream
         # anyio's typed attribute (not Django's QuerySet.extra)
         self.sock: socket.socket | None = stream.extra(SocketAttribute.raw_socket, None)  # noqa: S610
-
-    def arm(self, deadline: float) -> None:
-        del deadline  # its requests run inside a cancel scope instead
 
     async def send(self, data: bytes) -> None:
         await self.stream.send(data)
@@ -431,6 +435,10 @@ class AsyncTransport:
         self._scopes: set[anyio.CancelScope] = set()  # of requests in flight, for aclose()
         self._closing: set[_Conn] = set()  # dropped, still to be closed with an await
         self._busy: set[_Conn] = set()  # carrying a request
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # see _detect_loop
+        self._detected = False
         self._closed = False
         self._tls: ssl.SSLContext | None = None
         self._head: bytes | None = None
@@ -453,6 +461,9 @@ class AsyncTransport:
         for conn in list(self._busy):
             # Reset under the request (asyncio); its task frees the place as it fails.
             conn.close_now(reset=True)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._waiters:
             self._waiters.popleft().event.set()
         idle, self._idle = self._idle, []
@@ -498,7 +509,9 @@ class AsyncTransport:
             ConfigurationError: The CA or client-certificate files cannot be loaded, or a
                 header (the token) cannot be sent.
         """
-        if timeout is None or blocking is None:
+        if timeout is None and blocking is False:
+            timeout = self.config.timeout
+        elif timeout is None or blocking is None:
             wait = _wait_of(params)
             if timeout is None:
                 timeout = blocking_timeout(self.config.timeout, wait)
@@ -508,10 +521,9 @@ class AsyncTransport:
         data = self._encode(method, path, params, body, headers)
         if self._closed:
             raise self._closed_error(method, path)
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # trio (or another anyio backend)
-            loop = None
+        loop = self._loop
+        if not self._detected or (loop is not None and loop.is_closed()):
+            loop = self._detect_loop()
         if loop is not None:
             # On asyncio the connection enforces the deadline itself (one timer) and only
             # waiting for a place or connecting take a cancel scope: a scope per request
@@ -543,6 +555,20 @@ class AsyncTransport:
             operation=method,
             resource=path,
         )
+
+    def _detect_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The running asyncio loop, or None on trio (or another anyio backend).
+
+        Remembered: on Python 3.11 every ``asyncio.get_running_loop()`` is a ``getpid``
+        system call. A client belongs to one event loop; after that loop closed (a later
+        ``asyncio.run``), the next request looks again.
+        """
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._loop, self._detected = loop, True
+        return loop
 
     @contextlib.contextmanager
     def _limit(self, seconds: float) -> Iterator[anyio.CancelScope]:
@@ -616,7 +642,10 @@ class AsyncTransport:
         """Send on a pooled connection; ``deadline`` (asyncio's clock): enforce it here."""
         for attempt in (0, 1):
             try:
-                conn = await self._acquire(blocking, method, path, deadline)
+                if not self._waiters and not self._closing and self._may_take(blocking):
+                    conn = self._take(blocking)  # the usual case: no await
+                else:
+                    conn = await self._acquire(blocking, method, path, deadline)
             except TimeoutError as exc:
                 raise ConsulUnavailable(
                     f"no connection to Consul at {self.config.address} became free within "
@@ -634,8 +663,11 @@ class AsyncTransport:
                     await anyio.lowlevel.checkpoint_if_cancelled()
                 self._busy.add(conn)
                 if deadline is not None:
-                    conn.arm(deadline)
-                await conn.send(data)
+                    self._arm(conn, deadline)
+                if isinstance(conn, _AsyncioConn):
+                    conn.write(data)
+                else:
+                    await conn.send(data)
                 status, headers, payload, will_close = await conn.read_response(
                     method, not conn.buf
                 )
@@ -643,8 +675,8 @@ class AsyncTransport:
                 # Whatever stopped it (an error, a cancellation, a timeout), the connection is
                 # mid-request: it is never reused. Its place is freed before anything awaits.
                 await self._discard(conn, blocking)
-                if not isinstance(exc, Exception) or isinstance(exc, LocksmithError):
-                    raise
+                if not isinstance(exc, _NETWORK_ERRORS):
+                    raise  # a cancellation, a LocksmithError (TLS files), or a bug: as it is
                 if self._closed:
                     raise self._closed_error(method, path) from exc
                 stale = isinstance(exc, _Stale) or (
@@ -661,6 +693,48 @@ class AsyncTransport:
                 self._release(conn, blocking)
             return RawResponse(status=status, headers=headers, body=payload)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- deadlines on asyncio ----------------------------------------------------------------
+    def _arm(self, conn: _Conn, deadline: float) -> None:
+        """Enforce ``deadline`` on the request ``conn`` carries.
+
+        One watchdog timer per transport, due at the earliest deadline of the requests in
+        flight, instead of a timer per request (arming and cancelling one cost ~5 us a
+        request): with one timeout for all, deadlines only grow, so the watchdog is rarely
+        moved; when it fires it expires the overdue requests and is set for the next.
+        """
+        conn.deadline = deadline
+        if isinstance(conn, _AsyncioConn):
+            conn.expired = False
+            watchdog = self._watchdog
+            if (
+                watchdog is None
+                or watchdog.when() > deadline
+                or self._watchdog_loop is not conn.loop
+            ):
+                if watchdog is not None:
+                    watchdog.cancel()
+                self._watchdog_loop = conn.loop
+                self._watchdog = conn.loop.call_at(deadline, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        loop = self._watchdog_loop
+        if loop is None:
+            return
+        now = loop.time()
+        nearest: float | None = None
+        for conn in list(self._busy):
+            deadline = conn.deadline
+            if deadline is None:
+                continue
+            if deadline <= now:
+                conn.deadline = None
+                conn.expire()
+            elif nearest is None or deadline < nearest:
+                nearest = deadline
+        if nearest is not None:
+            self._watchdog = loop.call_at(nearest, self._on_watchdog)
 
     # -- the pool ---------------------------------------------------------------------------
     def _may_take(self, blocking: bool) -> bool:
@@ -745,7 +819,7 @@ class AsyncTransport:
         Synchronous, so not a cancellation point: an answer that was read in full is
         returned whatever happens to the caller next.
         """
-        conn.disarm()
+        conn.deadline = None
         self._busy.discard(conn)
         if blocking:
             self._blocking -= 1
@@ -770,7 +844,7 @@ class AsyncTransport:
         self._slots -= 1
         self._dispatch()
         if conn is not None:
-            conn.disarm()
+            conn.deadline = None
             self._busy.discard(conn)
             self._conns.discard(conn)
             if not conn.close_now(reset=reset):
@@ -792,7 +866,8 @@ class AsyncTransport:
         server_name = cfg.tls_server_name or cfg.host
         conn: _Conn
         if deadline is not None:
-            loop = asyncio.get_running_loop()
+            loop = self._loop
+            assert loop is not None  # a deadline is only given on asyncio
             aconn = _AsyncioConn(loop)
             with self._limit(deadline - loop.time()) as scope:
                 await loop.create_connection(
