@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import builtins
-import dataclasses
 import functools
 import json
 from collections.abc import Generator, Iterable, Sequence
@@ -637,8 +636,17 @@ class KVOps(_Ops):
         entry = out.entries[0] if out.entries else None
         if entry is None:
             raise ProtocolError(f"kv.acquire {key}: Consul's txn answer had no KV result")
-        # A txn's results leave the value out; it is the one this acquire wrote.
-        return dataclasses.replace(entry, value=data)
+        # A txn's results leave the value out; it is the one this acquire wrote. (Built
+        # directly: dataclasses.replace costs ~2 us, a share of a sub-millisecond acquire.)
+        return KVEntry(
+            entry.key,
+            data,
+            entry.flags,
+            entry.session,
+            entry.lock_index,
+            entry.create_index,
+            entry.modify_index,
+        )
 
 
 class _Api:
