@@ -212,16 +212,19 @@ async def test_request_cancelled_before_it_is_sent(
     assert aconsul.open_connections == 1
 
 
-async def test_cancelled_while_waiting_for_a_connection(consul_addr: str, prefix: str) -> None:
+async def test_cancelled_while_waiting_for_a_connection(
+    consul_addr: str, consul: Consul, prefix: str
+) -> None:
+    consul.kv.put(f"{prefix}/k", b"same")
+    index = consul.kv.get_with_meta(f"{prefix}/k").meta.index
     async with AsyncConsul(consul_addr, max_connections=2) as client:
-        assert await client.kv.put(f"{prefix}/k", b"same")
-        index = (await client.kv.get_with_meta(f"{prefix}/k")).meta.index
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(
                     lambda: client.kv.get_with_meta(f"{prefix}/k", index=index, wait="60s")
                 )
-                await until(lambda: client.open_connections == 1)
+                await until(lambda: client.open_connections == 1)  # the first query's
+                await anyio.sleep(0.2)
                 with anyio.move_on_after(0.3) as scope:  # waits: blocking queries hold max - 1
                     await client.kv.get_with_meta(f"{prefix}/k", index=index, wait="60s")
                 assert scope.cancelled_caught
@@ -284,6 +287,28 @@ async def test_blocking_query_timeout_covers_its_wait(
         index = (await real.kv.get_with_meta(f"{prefix}/k")).meta.index
         again = await real.kv.get_with_meta(f"{prefix}/k", index=index, wait="1s")
         assert again.meta.index == index  # held ~1s by Consul, well past the 0.2s timeout
+
+
+async def test_waiting_for_a_connection_counts_in_the_timeout(
+    consul_addr: str, consul: Consul, prefix: str
+) -> None:
+    consul.kv.put(f"{prefix}/k", b"same")
+    index = consul.kv.get_with_meta(f"{prefix}/k").meta.index
+    async with AsyncConsul(consul_addr, max_connections=2, timeout=0.1) as client:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    lambda: client.kv.get_with_meta(f"{prefix}/k", index=index, wait="20s")
+                )
+                await until(lambda: client.open_connections == 1)  # the first query's
+                await anyio.sleep(0.2)
+                start = time.monotonic()
+                with pytest.raises(ConsulUnavailable, match=r"within 1\.16s"):
+                    # A second blocking query may not take the last connection: it waits for
+                    # a place for its whole timeout (0.1s + 1s wait + 1/16 of it), not more.
+                    await client.kv.get_with_meta(f"{prefix}/k", index=index, wait="1s")
+                assert 1.0 <= time.monotonic() - start < 15
+                tg.cancel_scope.cancel()
 
 
 async def test_connection_refused() -> None:
