@@ -1,7 +1,8 @@
 """locksmith.aio's HTTP transport: every async request to Consul goes through it.
 
-HTTP/1.1 written here, on anyio streams, so the same code runs on asyncio and trio (the
-choice was measured: ``bench/async_http.py``, see ``bench/README.md``):
+HTTP/1.1 written here (the choice was measured: ``bench/async_http.py``, see
+``bench/README.md``): on asyncio over a buffered asyncio protocol, elsewhere (trio) over anyio
+byte streams; timeouts and cancellation follow anyio's cancel scopes on both:
 
 * Keep-alive connections in a small pool of at most ``max_connections`` (default 4).
   A blocking query (a read with ``index``) holds its connection for up to minutes, so
@@ -525,9 +526,9 @@ class AsyncTransport:
         if not self._detected or (loop is not None and loop.is_closed()):
             loop = self._detect_loop()
         if loop is not None:
-            # On asyncio the connection enforces the deadline itself (one timer) and only
-            # waiting for a place or connecting take a cancel scope: a scope per request
-            # cost a measurable share of a sub-millisecond request (bench/async_http.py).
+            # On asyncio a watchdog timer enforces the deadline (see _arm) and only waiting
+            # for a place or connecting take a cancel scope: a scope per request cost a
+            # measurable share of a sub-millisecond request (bench/async_http.py).
             return await self._send(
                 data,
                 method=method,
