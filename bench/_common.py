@@ -102,13 +102,14 @@ def machine_info(binary: Path | None = None) -> dict[str, Any]:
     }
 
 
-def source_digest() -> str:
-    """SHA-256 over locksmith's source files (identifies the code measured, with or without git)."""
+def source_digest(root: Path = ROOT) -> str:
+    """SHA-256 over locksmith's source files under ``root`` (identifies the code measured,
+    with or without git)."""
     import hashlib
 
     h = hashlib.sha256()
-    for f in sorted((ROOT / "locksmith").rglob("*.py")):
-        h.update(str(f.relative_to(ROOT)).encode())
+    for f in sorted((root / "locksmith").rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
@@ -508,3 +509,113 @@ def log_info() -> None:
     level check per event.
     """
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def lazy_init_source(init: Path) -> str:
+    """A lazy (PEP 562) version of a ``locksmith/__init__.py``: same names, imported on use.
+
+    Generated from the real file's module-level ``from X import a, b`` statements, its
+    ``__version__`` and ``__all__``, so it follows the library as it changes. The start-up
+    benchmarks use it to measure what the CLI and the pytest plugin cost themselves, apart
+    from the library's eager ``import locksmith`` (another change's business).
+    """
+    import ast
+
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    exports: dict[str, str] = {}
+    version = "0"
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                exports[alias.asname or alias.name] = node.module
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            target = node.targets[0].id
+            if target == "__version__":
+                version = ast.literal_eval(node.value)
+            elif target == "__all__":
+                names = list(ast.literal_eval(node.value))
+    return (
+        '"""locksmith, with every public name imported on first use (PEP 562)."""\n\n'
+        "import importlib\n\n"
+        f"__version__ = {version!r}\n"
+        f"__all__ = {names!r}\n"
+        f"_EXPORTS = {exports!r}\n\n\n"
+        "def __getattr__(name):\n"
+        "    module = _EXPORTS.get(name)\n"
+        "    if module is None:\n"
+        "        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')\n"
+        "    value = getattr(importlib.import_module(module), name)\n"
+        "    globals()[name] = value\n"
+        "    return value\n\n\n"
+        "def __dir__():\n"
+        "    return sorted(set(globals()) | set(__all__))\n"
+    )
+
+
+@contextlib.contextmanager
+def lazy_init_overlay(tree: Path) -> Iterator[Path]:
+    """A directory to put first on PYTHONPATH: ``tree``'s locksmith with a lazy ``__init__``.
+
+    Every other file of the package is a symlink to ``tree``'s, so the code measured is
+    ``tree``'s; only ``locksmith/__init__.py`` is replaced (:func:`lazy_init_source`).
+    """
+    import tempfile
+
+    init = tree / "locksmith" / "__init__.py"
+    if "def __getattr__(" in init.read_text(encoding="utf-8"):
+        # Already lazy (locksmith 0.2+): measure the tree as it is.
+        yield tree
+        return
+    with tempfile.TemporaryDirectory(prefix="locksmith-lazy-") as tmp:
+        pkg = Path(tmp) / "locksmith"
+        pkg.mkdir()
+        for item in (tree / "locksmith").iterdir():
+            if item.name not in ("__init__.py", "__pycache__"):
+                (pkg / item.name).symlink_to(item)
+        (pkg / "__init__.py").write_text(lazy_init_source(tree / "locksmith" / "__init__.py"))
+        yield Path(tmp)
+
+
+def time_commands(
+    commands: Mapping[str, tuple[Sequence[str], Mapping[str, str]]],
+    runs: int,
+    warmup: int = 2,
+    seed: int = 1,
+) -> dict[str, list[float]]:
+    """Run each command ``runs`` times (hyperfine-like), interleaved; wall times in ms.
+
+    ``commands`` maps a label to ``(argv, env)``. Each round runs every command once, in a
+    shuffled order, so that drift on a shared machine hits all of them alike; ``warmup``
+    rounds first are not counted (they also write the bytecode caches). Output is discarded.
+    A command that exits non-zero is an error.
+    """
+    import random
+    import subprocess
+
+    rng = random.Random(seed)
+    times: dict[str, list[float]] = {label: [] for label in commands}
+    for r in range(warmup + runs):
+        order = list(commands)
+        rng.shuffle(order)
+        for label in order:
+            argv, env = commands[label]
+            start = time.perf_counter()
+            proc = subprocess.run(
+                list(argv),
+                env=dict(env),
+                cwd="/",  # not the checkout: `python -c` puts the cwd first on sys.path
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+            elapsed = (time.perf_counter() - start) * 1000
+            if proc.returncode != 0:
+                raise RuntimeError(f"{label}: exit {proc.returncode}: {proc.stderr[-500:]!r}")
+            if r >= warmup:
+                times[label].append(elapsed)
+    return times

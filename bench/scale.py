@@ -9,6 +9,9 @@ socket fds in ``/proc/self/fd``), RSS, then an idle window (``--idle``, default 
 during which the proxy counts every request (renewals, blocking queries) and the child its
 CPU seconds; then ``close()`` time (releases every key, destroys the session).
 
+Part 1b, **holding N keys as one set** (``lock_many``; N = 1,000 and 10,000, ``--sets``): the
+same child and report, the keys taken by one ``LockSet.acquire`` in transactions of 64.
+
 Part 2, **contenders on one key** (C = 1, 5, 50; quick: 5, 50). C ``LockManager`` s (own
 session and client each) in threads of this process, all through one counting proxy, loop
 ``acquire(); hold 10 ms; release()`` for a window (``--window``, default 20 s, quick 5 s).
@@ -41,8 +44,9 @@ HOLD_S = 0.010
 # --------------------------------------------------------------------------- part 1 child
 
 
-def child_main(addr: str, n: int, ttl: str, idle: float, budget: float) -> None:
-    """In the child: hold *n* locks, report JSON lines the parent reads."""
+def child_main(addr: str, n: int, ttl: str, idle: float, budget: float, *, mode: str) -> None:
+    """In the child: hold *n* locks (``mode`` "locks": one ``Lock`` each; "set": one
+    ``lock_many``), report JSON lines the parent reads."""
 
     def emit(**kw: Any) -> None:
         print(json.dumps(kw), flush=True)
@@ -50,12 +54,15 @@ def child_main(addr: str, n: int, ttl: str, idle: float, budget: float) -> None:
     rss0 = c.rss_mib()
     consul = Consul(addr)
     mgr = LockManager(consul, ttl=ttl, lock_delay="0s", name=f"bench-scale-{n}")
-    locks = [mgr.lock(f"bench/scale/{n}/k{i:05d}", b"held") for i in range(n)]
+    keys = [f"bench/scale/{mode}-{n}/k{i:05d}" for i in range(n)]
     t0 = time.perf_counter()
-    for lk in locks:
-        lk.acquire(timeout=60)
-        if time.perf_counter() - t0 > budget:
-            break  # reported: held < locks
+    if mode == "set":
+        mgr.lock_many(keys, b"held").acquire(timeout=budget)
+    else:
+        for lk in [mgr.lock(k, b"held") for k in keys]:
+            lk.acquire(timeout=60)
+            if time.perf_counter() - t0 > budget:
+                break  # reported: held < locks
     acquire_s = time.perf_counter() - t0
     time.sleep(1.0)
     held = len(mgr.held_locks())
@@ -86,15 +93,14 @@ def child_main(addr: str, n: int, ttl: str, idle: float, budget: float) -> None:
     consul.close()
 
 
-def hold_n(addr: str, n: int, ttl: str, idle: float, budget: float) -> dict[str, Any]:
-    """Run one child holding *n* locks behind a counting proxy."""
+def hold_n(
+    addr: str, n: int, ttl: str, idle: float, budget: float, *, mode: str = "locks"
+) -> dict[str, Any]:
+    """Run one child holding *n* locks (or one set of *n* keys) behind a counting proxy."""
     proxy = c.CountingProxy(addr)
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", proxy.addr, str(n), ttl, str(idle), str(budget)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    out: dict[str, Any] = {"locks": n}
+    argv = [sys.executable, __file__, "--child", proxy.addr, str(n), ttl, str(idle), str(budget)]
+    proc = subprocess.Popen([*argv, mode], stdout=subprocess.PIPE, text=True)
+    out: dict[str, Any] = {"locks": n, "mode": mode}
     try:
         assert proc.stdout is not None
         t_idle = 0.0
@@ -211,12 +217,18 @@ def contend(addr: str, n: int, window: float) -> dict[str, Any]:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child_main(
-            sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), float(sys.argv[6])
+            sys.argv[2],
+            int(sys.argv[3]),
+            sys.argv[4],
+            float(sys.argv[5]),
+            float(sys.argv[6]),
+            mode=sys.argv[7],
         )
         return
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--counts", type=int, nargs="*", default=None)
     p.add_argument("--contenders", type=int, nargs="*", default=None)
+    p.add_argument("--sets", type=int, nargs="*", default=None, help="lock_many sizes")
     p.add_argument("--ttl", default="15s")
     p.add_argument("--idle", type=float, default=None)
     p.add_argument("--window", type=float, default=None)
@@ -232,6 +244,7 @@ def main() -> None:
     conts = (
         args.contenders if args.contenders is not None else ([5, 50] if args.quick else [1, 5, 50])
     )
+    sets = args.sets if args.sets is not None else [1000, 10000]
     idle = args.idle or (5.0 if args.quick else 60.0)
     window = args.window or (5.0 if args.quick else 20.0)
     budget = args.budget or (20.0 if args.quick else 300.0)
@@ -247,6 +260,10 @@ def main() -> None:
                     f"hold {n}: {json.dumps({k: v for k, v in r.items() if 'endpoint' not in k})}"
                 )
                 holding.append(r)
+            for n in sets:
+                r = hold_n(agent.http_addr, n, args.ttl, idle, budget, mode="set")
+                print(f"set {n}: {json.dumps({k: v for k, v in r.items() if 'endpoint' not in k})}")
+                holding.append(r)
             for n in conts:
                 r = contend(agent.http_addr, n, window)
                 print(f"contend {n}: {json.dumps(r)}")
@@ -255,6 +272,7 @@ def main() -> None:
     c.print_table(
         [
             "locks",
+            "as",
             "held",
             "acquire s",
             "conns",
@@ -263,10 +281,12 @@ def main() -> None:
             "idle req/min",
             "idle CPU %",
             "close s",
+            "acquire requests",
         ],
         [
             [
                 r["locks"],
+                r.get("mode", "locks"),
                 r.get("held"),
                 c.fmt(r.get("acquire_s"), 2),
                 r.get("open_connections"),
@@ -275,6 +295,7 @@ def main() -> None:
                 c.fmt(r.get("idle_requests_per_min"), 1),
                 c.fmt(r.get("idle_cpu_pct"), 2),
                 c.fmt(r.get("close_s"), 2),
+                r.get("requests_while_acquiring"),
             ]
             for r in holding
         ],
@@ -301,7 +322,7 @@ def main() -> None:
             for r in contention
         ],
     )
-    big = [r for r in holding if r["locks"] >= 10000]
+    big = [r for r in holding if r["locks"] >= 10000 and r.get("mode", "locks") == "locks"]
     target = None
     if big:
         r = big[0]
@@ -309,13 +330,24 @@ def main() -> None:
             "rss_under_100_mib": r.get("rss_mib_holding", 1e9) < 100,
             "connections_handful": (r.get("open_connections") or 99) <= 5,
         }
+    big_sets = [r for r in holding if r["locks"] >= 10000 and r.get("mode") == "set"]
+    if big_sets:
+        r = big_sets[0]
+        target = {
+            **(target or {}),
+            "lock_many_10000_under_2_s": r.get("acquire_s", 1e9) < 2.0,
+            "close_10000_under_1_s": r.get("close_s", 1e9) < 1.0,
+        }
         print(f"\ntarget 10,000 locks: RSS < 100 MiB and a handful of connections: {target}")
+    if big_sets:
+        print(f"target lock_many(10,000) < 2 s, close() < 1 s: {target}")
     data = {
         "benchmark": "scale",
         "quick": args.quick,
         "params": {
             "counts": counts,
             "contenders": conts,
+            "sets": sets,
             "ttl": args.ttl,
             "idle_s": idle,
             "window_s": window,
@@ -330,7 +362,8 @@ def main() -> None:
     }
     c.save("scale", args.quick, args.out, data)
     if not args.no_chart:
-        scale_chart(c.chart_path("scale", args.quick, args.out), holding, contention)
+        plain = [r for r in holding if r.get("mode", "locks") == "locks"]
+        scale_chart(c.chart_path("scale", args.quick, args.out), plain, contention)
 
 
 def scale_chart(

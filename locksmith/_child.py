@@ -43,12 +43,12 @@ __all__ = [
 
 log = get_logger("locksmith.child")
 
-#: Bad command line (sysexits EX_USAGE).
 EXIT_USAGE = 64
-#: The lock could not be acquired within the timeout (sysexits EX_TEMPFAIL).
+"""Bad command line (sysexits EX_USAGE)."""
 EXIT_NOT_ACQUIRED = 75
-#: The lock was lost while the child ran; the child was terminated.
+"""The lock could not be acquired within the timeout (sysexits EX_TEMPFAIL)."""
 EXIT_LOCK_LOST = 76
+"""The lock was lost while the child ran; the child was terminated."""
 
 #: Seconds between checks of the guard while the child runs (besides its end signal).
 _POLL = 0.5

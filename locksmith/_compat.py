@@ -11,10 +11,10 @@ from __future__ import annotations
 
 __all__ = ["CONSUL_LOCK_FLAGS", "CONSUL_SEMAPHORE_FLAGS", "LOCK_KEY", "lock_key"]
 
-#: KV flags of a key locked by Consul's ``api.Lock`` / ``consul lock``.
 CONSUL_LOCK_FLAGS = 0x2DDCCBC058A50C18
-#: KV flags of the keys of Consul's ``api.Semaphore`` / ``consul lock -n N``.
+"""KV flags of a key locked by Consul's ``api.Lock`` / ``consul lock``."""
 CONSUL_SEMAPHORE_FLAGS = 0xE0F69A2BAA414DE0
+"""KV flags of the keys of Consul's ``api.Semaphore`` / ``consul lock -n N``."""
 #: The key, inside a prefix, that Consul's recipes coordinate on.
 LOCK_KEY = ".lock"
 

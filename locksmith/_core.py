@@ -17,11 +17,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from locksmith._backoff import Backoff
+from locksmith._deadline import MAX_BLOCKING_WAIT
 from locksmith._exceptions import ValidationError
 from locksmith._states import LossReason
 
 __all__ = [
-    "MAX_BLOCKING_WAIT",
     "MAX_LOCK_DELAY",
     "WINDOW_SLACK",
     "AcquirePlanner",
@@ -150,8 +150,6 @@ class GiveUp:
     """The deadline passed."""
 
 
-#: Longest blocking wait used while waiting for a holder (Consul caps waits at 10 minutes).
-MAX_BLOCKING_WAIT = 300.0
 #: Upper bound of an unknown lock-delay window (Consul caps lock-delay at 60 s).
 MAX_LOCK_DELAY = 60.0
 #: Slack added after a computed window end: server and client clocks start the window

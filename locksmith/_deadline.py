@@ -11,10 +11,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["MIN_REQUEST_TIMEOUT", "Deadline"]
+__all__ = ["MAX_BLOCKING_WAIT", "MIN_REQUEST_TIMEOUT", "WAIT_JITTER", "Deadline", "query_wait"]
 
 #: The shortest timeout a request is sent with: below it nothing can be answered anyway.
 MIN_REQUEST_TIMEOUT = 0.05
+#: The longest wait locksmith asks of one blocking query (Consul caps waits at 10 minutes).
+MAX_BLOCKING_WAIT = 300.0
+#: Consul adds up to wait/16 of random jitter to a blocking query's wait.
+WAIT_JITTER = 1 / 16
+
+
+def query_wait(now: float, deadline: float, max_wait: float = MAX_BLOCKING_WAIT) -> float:
+    """The ``wait`` of one blocking query that must be answered by ``deadline``.
+
+    The time left, shrunk by Consul's jitter: the answer comes by the deadline, not up to
+    1/16 after it.
+    """
+    return max(0.001, min(max_wait, (deadline - now) / (1 + WAIT_JITTER)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from locksmith._exceptions import LockLost
+from locksmith._cancel import Cancel, check_cancel
+from locksmith._exceptions import LockLost, ValidationError
 from locksmith._follow import follow
 from locksmith._lease import Lease, LossEvent
 from locksmith._lock import Lock
@@ -105,13 +106,19 @@ class Election:
         return self._lock.lease
 
     # -- candidate -----------------------------------------------------------------------
-    def campaign(self, timeout: float | None = None) -> Lease:
+    def campaign(self, timeout: float | None = None, *, cancel: Cancel | None = None) -> Lease:
         """Block until elected; return the leadership lease (with its fencing token).
+
+        Args:
+            timeout: Seconds to campaign at most (None: forever).
+            cancel: Stop campaigning when it is set (a SIGTERM handler calls
+                ``cancel.cancel()``): :class:`Cancelled` is raised, nothing is left behind.
 
         Raises:
             LockTimeout: Not elected within ``timeout`` seconds.
+            Cancelled: ``cancel`` was set first.
         """
-        lease = self._lock.acquire(timeout=timeout)
+        lease = self._lock.acquire(timeout=timeout, cancel=cancel)
         assert lease is not None
         log.info(
             "election.elected",
@@ -178,32 +185,48 @@ class Election:
         *,
         rejoin: bool = True,
         timeout: float | None = None,
+        cancel: Cancel | None = None,
     ) -> R:
-        """Campaign, then run ``fn(lease, cancel)`` while leading.
+        """Campaign, then run ``fn(lease, stop)`` while leading.
 
-        ``cancel`` is set the moment leadership ends (a loss noticed, or the lease deadline
-        passing while Consul cannot be reached), directly by the thread that learns it,
-        never behind other callbacks; ``fn`` should return promptly then. Hand
-        ``lease.fencing_token`` to whatever ``fn`` writes, or write with
-        ``election.lock.fenced_put``. With ``rejoin`` the candidate campaigns again after a
-        loss and calls ``fn`` again; when ``fn`` returns without a loss, leadership is
-        resigned and its result returned. If ``fn`` raises, leadership is resigned and the
-        exception propagates.
+        ``stop`` (a :class:`threading.Event`) is set the moment leadership ends (a loss
+        noticed, or the lease deadline passing while Consul cannot be reached), directly by
+        the thread that learns it, never behind other callbacks, and when ``cancel`` is
+        set; ``fn`` should return promptly then. Hand ``lease.fencing_token`` to whatever
+        ``fn`` writes, or write with ``election.lock.fenced_put``. With ``rejoin`` the
+        candidate campaigns again after a loss and calls ``fn`` again; when ``fn`` returns
+        without a loss, leadership is resigned and its result returned. If ``fn`` raises,
+        leadership is resigned and the exception propagates.
+
+        Args:
+            fn: The leader's work.
+            rejoin: Campaign again after a loss.
+            timeout: Seconds each campaign may take (None: forever).
+            cancel: Stop campaigning, and stop ``fn``, when it is set (a SIGTERM handler).
 
         Raises:
             LockTimeout: Not elected within ``timeout`` (per campaign).
             LockLost: Leadership was lost while ``fn`` ran, and ``rejoin`` is False.
+            Cancelled: ``cancel`` was set while campaigning.
         """
         check_callback(fn, "fn")
+        cancel = check_cancel(cancel)
         while True:
-            lease = self.campaign(timeout=timeout)
-            cancel = self._lock.ended(lease)
+            lease = self.campaign(timeout=timeout, cancel=cancel)
+            ended = self._lock.ended(lease)
+            stop = threading.Event()
+            self._lock.on_end(_setter(stop), lease)
+            if cancel is not None and not cancel.link(stop):
+                stop.set()
             try:
-                result = fn(lease, cancel)
+                result = fn(lease, stop)
             except BaseException:
                 self._lock.release(lease)  # step down: fn failed (or was interrupted)
                 raise
-            if cancel.is_set() and not self._lock.release(lease):
+            finally:
+                if cancel is not None:
+                    cancel.unlink(stop)
+            if ended.is_set() and not self._lock.release(lease):
                 # Lost while fn ran (release() returned False: it was lost).
                 if rejoin:
                     log.info("election.rejoin", key=self.key)
@@ -236,27 +259,35 @@ class Election:
         )
 
     def observe(
-        self, timeout: float | None = None, *, stop: threading.Event | None = None
+        self,
+        timeout: float | None = None,
+        *,
+        stop: threading.Event | None = None,
+        cancel: Cancel | None = None,
     ) -> Iterator[LeaderInfo | None]:
         """Yield the current leader, then every change (new leader, new value, no leader).
 
         Uses blocking queries; each change is yielded once, in order. Stops when
-        ``timeout`` seconds have passed, when ``stop`` is set (noticed within about 5 s),
-        or the manager closes.
+        ``timeout`` seconds have passed, when ``cancel`` is set (at once: the blocking
+        query is cut short), when ``stop`` is set (noticed within about 5 s), or the
+        manager closes.
         """
         clock = self._mgr.clock
         seconds = check_timeout(timeout)
+        cancel = check_cancel(cancel)
+        if cancel is not None and stop is not None:
+            raise ValidationError("stop", "give stop or cancel, not both")
         deadline = float("inf") if seconds is None else clock.monotonic() + seconds
         last: tuple[str | None, bytes] | None = None
         since = 0
         kv = self._mgr.consul.kv
 
         for res in follow(
-            lambda index, wait: kv.get_with_meta(self.key, index=index, wait=wait),
+            lambda index, wait: kv.get_with_meta(self.key, index=index, wait=wait, cancel=cancel),
             clock=clock,
             deadline=deadline,
-            stop=stop,
-            max_wait=60.0 if stop is None else 5.0,
+            stop=cancel.event if cancel is not None else stop,
+            max_wait=5.0 if stop is not None else 60.0,
             on_error=lambda exc: log.info("election.observe_retry", key=self.key, error=str(exc)),
         ):
             if self._mgr.state in (ManagerState.CLOSING, ManagerState.CLOSED):
@@ -293,3 +324,12 @@ class Election:
                 self._mgr.dispatch(list(self._change_cbs), info)
         except Exception as exc:  # noqa: BLE001 - report and stop; nothing else to do
             log.warning("election.observer_stopped", key=self.key, error=str(exc))
+
+
+def _setter(event: threading.Event) -> Callable[[LossReason | None], None]:
+    """A lease-end hook that sets ``event``."""
+
+    def hook(_reason: LossReason | None) -> None:
+        event.set()
+
+    return hook

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import base64
 import builtins
-import functools
+import dataclasses
 import json
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any, TypeVar, cast
@@ -47,6 +47,7 @@ from locksmith._models import KVEntry, QueryMeta, QueryResult, ServiceCheck, Ses
 from locksmith._transport import RawResponse, Transport, blocking_timeout
 from locksmith._validate import (
     MAX_TXN_BODY_BYTES,
+    MAX_TXN_OPS,
     Behavior,
     Consistency,
     check_behavior,
@@ -131,18 +132,6 @@ class _Request:
 
     def __repr__(self) -> str:
         return f"<_Request {self.method} {self.path} {self.operation}>"
-
-
-@functools.lru_cache(maxsize=4096)
-def _valid_key(key: str) -> str:
-    return check_key(key)
-
-
-def _check_key(key: str) -> str:
-    """:func:`check_key`, remembering the keys that passed: a lock's key is checked on every
-    acquire and release, and the check walks every character. Invalid keys raise (and are
-    not remembered) exactly as before."""
-    return _valid_key(key) if type(key) is str else check_key(key)
 
 
 #: A sans-IO endpoint call: yields requests, receives their answers, returns the result.
@@ -447,7 +436,7 @@ class KVOps(_Ops):
         dc: str | None = None,
         timeout: float | None = None,
     ) -> Exchange[QueryResult[KVEntry | None]]:
-        key = _check_key(key)
+        key = check_key(key)
         params, timeout, blocking = self._read_params(index, wait, consistency, dc, timeout)
         resp = yield _Request(
             "GET",
@@ -505,7 +494,7 @@ class KVOps(_Ops):
         dc: str | None = None,
         timeout: float | None = None,
     ) -> Exchange[bool]:
-        key = _check_key(key)
+        key = check_key(key)
         data = check_value(value)
         if (cas is not None) + (acquire is not None) + (release is not None) > 1:
             given = [
@@ -540,7 +529,7 @@ class KVOps(_Ops):
         dc: str | None = None,
         timeout: float | None = None,
     ) -> Exchange[bool]:
-        key = check_prefix(key, "key") if recurse else _check_key(key)
+        key = check_prefix(key, "key") if recurse else check_key(key)
         params = self._dc_params(dc)
         if cas is not None:
             params.append(("cas", str(check_index(cas, "cas"))))
@@ -604,7 +593,12 @@ class KVOps(_Ops):
                         operation=operation,
                         resource=resource,
                     )
-            return TxnOutcome(False, (), errors, meta.index)
+            failed = tuple(
+                e["OpIndex"]
+                for e in (data.get("Errors") or [])
+                if isinstance(e, dict) and isinstance(e.get("OpIndex"), int)
+            )
+            return TxnOutcome(False, (), errors, meta.index, failed)
         entries = tuple(
             KVEntry.from_json(r["KV"]) if r.get("KV") else None for r in (data.get("Results") or [])
         )
@@ -619,7 +613,7 @@ class KVOps(_Ops):
         flags: int = 0,
         timeout: float | None = None,
     ) -> Exchange[KVEntry | None]:
-        key = _check_key(key)
+        key = check_key(key)
         data = check_txn_value(value)
         op = {
             "KV": {
@@ -647,6 +641,31 @@ class KVOps(_Ops):
             entry.create_index,
             entry.modify_index,
         )
+
+    def lock_many(
+        self,
+        keys: Sequence[str],
+        value: bytes,
+        session_id: str,
+        *,
+        timeout: float | None = None,
+    ) -> Exchange[tuple[tuple[KVEntry, ...], str | None]]:
+        if not 0 < len(keys) <= MAX_TXN_OPS:
+            raise ValidationError(
+                "keys", f"one transaction takes 1 to {MAX_TXN_OPS} keys, got {len(keys)}"
+            )
+        data = check_txn_value(value)
+        ops = lock_ops([check_key(k) for k in keys], data, check_session_id(session_id))
+        out = yield from self.txn(ops, operation="kv.acquire", resource=keys[0], timeout=timeout)
+        if not out.ok:
+            refused = next((keys[i] for i in out.failed if 0 <= i < len(keys)), keys[0])
+            return (), refused
+        entries = tuple(dataclasses.replace(e, value=data) for e in out.entries if e is not None)
+        if len(entries) != len(keys):
+            raise ProtocolError(
+                f"kv.acquire {keys[0]}: Consul answered {len(entries)} entries for {len(keys)} keys"
+            )
+        return entries, None
 
 
 class _Api:
@@ -1070,6 +1089,42 @@ class KVStore(_Api):
         return drive(
             self._transport, self._ops.lock(key, value, session_id, flags=flags, timeout=timeout)
         )
+
+    def lock_many(
+        self,
+        keys: Sequence[str],
+        value: bytes,
+        session_id: str,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[tuple[KVEntry, ...], str | None]:
+        """Acquire up to 64 keys with a session in one transaction, all or none.
+
+        Args:
+            keys: The keys (each a plain lock key).
+            value: Written to every key.
+            session_id: The session that takes them.
+            timeout: Seconds allowed for this request.
+
+        Returns:
+            ``(entries, None)`` with the written entries, in ``keys`` order; or
+            ``((), key)`` when Consul refused the transaction because of ``key`` (held by
+            another session, or in a lock-delay window); nothing was written then.
+
+        Raises:
+            ValidationError: Bad keys, value or session ID, or more than 64 keys.
+            SessionNotFound: The session is gone.
+        """
+        return drive(self._transport, self._ops.lock_many(keys, value, session_id, timeout=timeout))
+
+
+def lock_ops(keys: Sequence[str], value: bytes, session_id: str) -> list[dict[str, Any]]:
+    """The ``/v1/txn`` operations that acquire ``keys`` with a session (pure)."""
+    encoded = base64.b64encode(value).decode("ascii")
+    return [
+        {"KV": {"Verb": "lock", "Key": k, "Value": encoded, "Flags": 0, "Session": session_id}}
+        for k in keys
+    ]
 
 
 def _check_flags(flags: int) -> int:

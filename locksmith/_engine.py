@@ -52,12 +52,13 @@ from locksmith._client import Consul
 from locksmith._clock import Clock
 from locksmith._deadline import Deadline
 from locksmith._exceptions import (
+    Cancelled,
     ConsulUnavailable,
     LocksmithError,
     ManagerClosed,
     SessionNotFound,
 )
-from locksmith._lease import Lease, LockDelayEvent, LossEvent
+from locksmith._lease import Lease, LeaseSet, LockDelayEvent, LossEvent
 from locksmith._log import get_logger
 from locksmith._machine import LockMachine, MachineConfig, ManagerSnapshot
 from locksmith._models import KVEntry
@@ -79,6 +80,7 @@ from locksmith._protocol import (
     KeyRead,
     LeaseEnded,
     Log,
+    ManyApplied,
     Notify,
     ReadHolder,
     ReadKey,
@@ -88,6 +90,7 @@ from locksmith._protocol import (
     RenewAnswered,
     RequestFailed,
     SendAcquire,
+    SendAcquireMany,
     SendRelease,
     SessionCreated,
     Sleep,
@@ -100,10 +103,11 @@ from locksmith._protocol import (
     WatchSaw,
     Woke,
 )
+from locksmith._settings import SessionSpec
 from locksmith._states import LockState, LossReason, ManagerState
-from locksmith._validate import Behavior
+from locksmith._stats import ManagerStats
 
-__all__ = ["Engine", "SessionSpec"]
+__all__ = ["Engine"]
 
 log = get_logger("locksmith.manager")
 _STDLOG = logging.getLogger("locksmith.manager")
@@ -112,19 +116,6 @@ _STDLOG = logging.getLogger("locksmith.manager")
 EXIT_CLOSE_TIMEOUT = 5.0
 
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """How the engine creates its session (validated by the manager)."""
-
-    name: str | None
-    node: str | None
-    node_checks: tuple[str, ...] | None
-    service_checks: tuple[str, ...] | None
-    lock_delay: float
-    behavior: Behavior
-    ttl: float | None
 
 
 class _HasCallbacks(Protocol):
@@ -284,6 +275,11 @@ class Engine:
         with self._mu:
             return self._machine.lease_of(lock_id, key, self.clock.monotonic())
 
+    def set_of(self, lock_id: int, first_key: str) -> LeaseSet | None:
+        """The lease set the set ``lock_id`` holds now, or None."""
+        with self._mu:
+            return self._machine.set_of(lock_id, first_key, self.clock.monotonic())
+
     def lock_state(self, lock_id: int) -> LockState:
         """Lock ``lock_id``'s lifecycle state."""
         with self._mu:
@@ -303,6 +299,11 @@ class Engine:
         """See :meth:`LockMachine.snapshot`."""
         with self._mu:
             return self._machine.snapshot(self.clock.monotonic())
+
+    def stats(self) -> ManagerStats:
+        """See :meth:`LockMachine.stats_snapshot`."""
+        with self._mu:
+            return self._machine.stats_snapshot(self.clock.monotonic())
 
     def machine_view(self) -> LockMachine:
         """The machine (for tests and diagnostics: read it, never change it)."""
@@ -438,8 +439,9 @@ class Engine:
         except Exception:
             log.exception("lease_hook.failed", hook=getattr(hook, "__qualname__", repr(hook)))
 
-    def _take(self, inbox: _Inbox) -> Command:
-        """The actor's next command (superseded sleeps and watches are skipped)."""
+    def _take(self, inbox: _Inbox, cancel: Cancel | None = None) -> Command | None:
+        """The actor's next command (superseded sleeps and watches are skipped); None when
+        ``cancel`` is set first."""
         while True:
             with self._mu:
                 inbox.waiting = False
@@ -451,6 +453,8 @@ class Engine:
                     return cmd
                 inbox.waiting = True
                 inbox.ready.clear()
+            if cancel is not None and cancel.cancelled:
+                return None
             inbox.ready.wait()
 
     def _sleep(self, inbox: _Inbox, until: float) -> bool:
@@ -465,18 +469,29 @@ class Engine:
         finally:
             inbox.waiting = False
 
-    def call(self, actor: int, event: Event) -> Any:
-        """Run one call (acquire, release, close) on the caller's thread to its Finish."""
+    def call(self, actor: int, event: Event, cancel: Cancel | None = None) -> Any:
+        """Run one call (acquire, release, close) on the caller's thread to its Finish.
+
+        With ``cancel``: when it is set, the call stops waiting and raises
+        :class:`Cancelled` (the machine gives back what the call took), unless its answer
+        had already come.
+        """
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled("cancelled before it started")
         inbox: _Inbox | None = getattr(self._local, "inbox", None)
         if inbox is None or inbox.items:
             inbox = self._local.inbox = _Inbox()  # one per thread, reused call after call
         with self._mu:
             self._inboxes[actor] = inbox
+        if cancel is not None:
+            cancel.link(inbox.ready)
         finished = False
         try:
             self.handle(event)
             while True:
-                cmd = self._take(inbox)
+                cmd = self._take(inbox, cancel)
+                if cmd is None:
+                    raise Cancelled("cancelled")
                 if isinstance(cmd, Finish):
                     finished = True
                     result = cmd.result
@@ -497,6 +512,8 @@ class Engine:
                 self.handle(AttemptAborted(actor))
             raise
         finally:
+            if cancel is not None:
+                cancel.unlink(inbox.ready)
             with self._mu:
                 self._inboxes.pop(actor, None)
 
@@ -504,7 +521,7 @@ class Engine:
         """A background actor: carry out its commands until Stop; survive every error."""
         while True:
             cmd = self._take(inbox)
-            if isinstance(cmd, Stop):
+            if cmd is None or isinstance(cmd, Stop):  # (None: only with a cancel)
                 return
             try:
                 if isinstance(cmd, Sleep):
@@ -540,6 +557,16 @@ class Engine:
             if entry is None:
                 return TxnRefused(cmd.actor, cmd.step)
             return TxnApplied(cmd.actor, cmd.step, entry)
+        if isinstance(cmd, SendAcquireMany):
+            try:
+                entries, refused = consul.kv.lock_many(
+                    cmd.keys, cmd.value, cmd.sid, timeout=cmd.timeout
+                )
+            except LocksmithError as exc:
+                return RequestFailed(cmd.actor, cmd.step, exc, sent=True)
+            if refused is not None or not entries:
+                return TxnRefused(cmd.actor, cmd.step, refused)
+            return ManyApplied(cmd.actor, cmd.step, entries)
         if isinstance(cmd, SendRelease):
             return self._release(cmd)
         if isinstance(cmd, ReadKey):

@@ -19,6 +19,7 @@ to catch anything else::
     ├── ProtocolError                 Consul answered with something that is not what it documents
     └── LockError                     lock-level failures
         ├── LockTimeout               acquire's deadline passed
+        ├── Cancelled                 a blocking call was cancelled (its Cancel was set)
         ├── LockLost                  the lease is gone (a fenced write refused, a release too late)
         ├── LockConflict              the key is used by another lock recipe (foreign flags)
         ├── NotHeld                   release of a lock this object does not hold
@@ -33,6 +34,7 @@ from __future__ import annotations
 __all__ = [
     "ACLNotFound",
     "BadRequest",
+    "Cancelled",
     "ConfigurationError",
     "ConsulError",
     "ConsulUnavailable",
@@ -151,3 +153,8 @@ class NotHeld(LockError):  # noqa: N818 - public name
 
 class ManagerClosed(LockError):  # noqa: N818 - public name
     """The LockManager was closed."""
+
+
+class Cancelled(LockError):  # noqa: N818 - public name
+    """A blocking call (acquire, campaign, a semaphore slot) was cancelled with its
+    :class:`~locksmith.Cancel`; whatever it had taken is given back."""

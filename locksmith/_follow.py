@@ -19,15 +19,13 @@ from typing import TypeVar
 
 from locksmith._backoff import Backoff
 from locksmith._clock import Clock
+from locksmith._deadline import MAX_BLOCKING_WAIT, query_wait
 from locksmith._exceptions import ConsulUnavailable, TLSError
 from locksmith._models import QueryResult, next_index
 
 __all__ = ["FollowState", "follow"]
 
 T = TypeVar("T")
-
-#: Consul's longest useful wait (it caps waits at 10 minutes; 5 is its default).
-MAX_WAIT = 300.0
 
 
 @dataclass
@@ -67,7 +65,7 @@ def follow(
     clock: Clock,
     deadline: float = math.inf,
     stop: threading.Event | None = None,
-    max_wait: float = MAX_WAIT,
+    max_wait: float = MAX_BLOCKING_WAIT,
     on_error: Callable[[Exception], None] | None = None,
 ) -> Iterator[QueryResult[T]]:
     """Yield the first answer of ``read``, then every answer whose index moved.
@@ -92,7 +90,7 @@ def follow(
         if now >= deadline and not first:
             return  # (the first query is always sent: a deadline of now still reads once)
         first = False
-        wait = max(0.001, min(max_wait, deadline - now))
+        wait = query_wait(now, deadline, max_wait)
         try:
             res = read(state.index or None, wait if state.index else None)
         except TLSError:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from locksmith._states import LossReason
 
-__all__ = ["Lease", "LockDelayEvent", "LossEvent"]
+__all__ = ["Lease", "LeaseSet", "LockDelayEvent", "LossEvent"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +41,33 @@ class Lease:
     flags: int = 0
 
 
+@dataclass(frozen=True, eq=False)
+class LeaseSet:
+    """Proof that a set of keys was acquired together (:meth:`LockManager.lock_many`).
+
+    The keys are held all or none: a loss of any is the loss of the set, and a release
+    gives them all back. Like :class:`Lease`, compared by identity.
+
+    Attributes:
+        keys: The keys, sorted.
+        session_id: The session that holds them.
+        fencing_token: The Raft index of the set's last acquiring transaction: larger than
+            the token of any earlier acquisition of any of its keys, by anyone.
+        leases: One :class:`Lease` per key, in ``keys`` order; each carries the index of
+            the transaction that took its key.
+        acquired_at: When the last key was taken, on the manager's clock.
+    """
+
+    keys: tuple[str, ...]
+    session_id: str
+    fencing_token: int
+    leases: tuple[Lease, ...] = field(repr=False)
+    acquired_at: float
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 @dataclass(frozen=True)
 class LossEvent:
     """A lease ended without its owner releasing it.
@@ -50,12 +77,15 @@ class LossEvent:
         reason: Why (see :class:`~locksmith.LossReason`).
         lease: The lease that ended.
         detected_at: When locksmith noticed, on the manager's clock.
+        keys: For a :class:`LeaseSet`: every key of the set, all given up with this one
+            (``key`` is the one whose loss was seen). Empty for a single lock.
     """
 
     key: str
     reason: LossReason
     lease: Lease
     detected_at: float
+    keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from locksmith._cancel import Cancel, check_cancel
 from locksmith._deadline import Deadline
 from locksmith._engine import Engine
 from locksmith._exceptions import LockLost, SessionNotFound, ValidationError
+from locksmith._fencing import ReadLockKey, RunTxn, guarded_write
 from locksmith._lease import Lease, LossEvent
-from locksmith._models import TxnOutcome
+from locksmith._models import KVEntry, TxnOutcome
 from locksmith._protocol import AcquireRequested, KeyWritten, ReleaseRequested
 from locksmith._states import LockState, LossReason
 from locksmith._validate import check_callback, check_key, check_timeout, check_txn_value
@@ -107,7 +109,9 @@ class Lock:
         return lease
 
     # -- acquire -------------------------------------------------------------------------
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
+    def acquire(
+        self, blocking: bool = True, timeout: float | None = None, *, cancel: Cancel | None = None
+    ) -> Lease | None:
         """Acquire the lock.
 
         Args:
@@ -115,6 +119,8 @@ class Lock:
             timeout: Seconds to wait at most (None: forever); ``0`` tries once and raises
                 :class:`LockTimeout` if the key is busy. With ``blocking=False`` it bounds
                 the one try's requests (default: the client's timeout).
+            cancel: Stop waiting when it is set (from another thread or a signal handler):
+                :class:`Cancelled` is raised and nothing of the call is left on the server.
 
         Returns:
             The new :class:`Lease`, or None (only with ``blocking=False``).
@@ -122,6 +128,7 @@ class Lock:
         Raises:
             ValidationError: Bad ``blocking`` or ``timeout`` (before any request).
             LockTimeout: The deadline passed (every request gets only the time left).
+            Cancelled: ``cancel`` was set first.
             LockConflict: The key belongs to another kind of lock (foreign flags).
             ManagerClosed: The manager is closed.
             ConsulUnavailable: Consul could not be reached (``blocking=False`` only;
@@ -131,6 +138,7 @@ class Lock:
         if not isinstance(blocking, bool):
             raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
         seconds = check_timeout(timeout)
+        cancel = check_cancel(cancel)
         engine = self._engine
         engine.check_open()
         now = engine.clock.monotonic()
@@ -148,6 +156,7 @@ class Lock:
             AcquireRequested(
                 actor, self._id, self.key, self.value, self.flags, deadline.at, blocking
             ),
+            cancel,
         )
         if lease is not None:
             self._leases.add(lease)
@@ -242,46 +251,39 @@ class Lock:
     def _guarded(
         self, lease: Lease | None, op: dict[str, Any], operation: str, what: str
     ) -> TxnOutcome:
-        """Run ``op`` in one transaction with the lease's checks (see :meth:`fenced_put`).
-
-        If the only failed check is the index and the key still carries our session, someone
-        rewrote the key without taking it (a plain PUT keeps the session): Consul still counts
-        the lock ours, so the key's new index is adopted and the write tried again, while
-        this lease is still the lock's current one.
-        """
+        """Run ``op`` under the lease's checks (see :func:`locksmith._fencing.guarded_write`)."""
         engine = self._engine
-        for _ in range(3):
-            fence = engine.fence(lease) if lease is not None else None
-            if lease is None or fence is None:
-                raise LockLost(f"{what}: the lock on {self.key!r} is not held")
-            key_index, remaining = fence
-            if op["KV"]["Verb"] == "lock":
-                op["KV"]["Session"] = lease.session_id
-            ops: list[dict[str, Any]] = [
-                {"KV": {"Verb": "check-index", "Key": self.key, "Index": key_index}},
-                {"KV": {"Verb": "check-session", "Key": self.key, "Session": lease.session_id}},
-                op,
-            ]
-            now = engine.clock.monotonic()
-            timeout = Deadline.after(now, remaining).budget(now, engine.consul.config.timeout)
-            try:
-                out = engine.consul.kv.txn(
-                    ops, operation=operation, resource=self.key, timeout=timeout
-                )
-                if out.ok:
-                    return out
-                if not all("index check" in e for e in out.errors):
-                    break
-                entry = engine.consul.kv.get(self.key, consistency="consistent", timeout=timeout)
-            except SessionNotFound as exc:
-                raise LockLost(f"{what} refused: session {lease.session_id} is gone") from exc
-            if entry is None or entry.session != lease.session_id:
-                break
-            engine.handle(KeyWritten(lease, entry.modify_index))
-        raise LockLost(
-            f"{what} refused: the lock on {self.key!r} is no longer held by this lease "
-            f"(token {lease.fencing_token if lease else None})"
+        kv = engine.consul.kv
+        steps = guarded_write(
+            self.key,
+            lease,
+            op,
+            engine.fence,
+            engine.clock.monotonic,
+            engine.consul.config.timeout,
+            what,
         )
+        answer: TxnOutcome | KVEntry | None = None
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, RunTxn):
+                    answer = kv.txn(
+                        step.ops, operation=operation, resource=self.key, timeout=step.timeout
+                    )
+                elif isinstance(step, ReadLockKey):
+                    answer = kv.get(self.key, consistency="consistent", timeout=step.timeout)
+                else:
+                    assert lease is not None
+                    engine.handle(KeyWritten(lease, step.index))
+                    answer = None
+                step = steps.send(answer)
+        except StopIteration as done:
+            outcome: TxnOutcome = done.value
+            return outcome
+        except SessionNotFound as exc:
+            sid = lease.session_id if lease else None
+            raise LockLost(f"{what} refused: session {sid} is gone") from exc
 
     def on_end(
         self, hook: Callable[[LossReason | None], object], lease: Lease | None = None

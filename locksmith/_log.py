@@ -1,9 +1,9 @@
-"""How locksmith logs: structlog events, each once, through the stdlib ``logging`` tree.
+"""How locksmith logs: structlog-shaped events, each once, through the stdlib ``logging`` tree.
 
 A library is quiet unless its application asks. Every event goes to a stdlib logger under
 ``locksmith`` (``locksmith.manager``, ``locksmith.election``, ...), which has a
 :class:`logging.NullHandler`: a program that configures nothing sees nothing, also on stdout.
-locksmith never calls ``structlog.configure()``; its loggers carry their own processors.
+locksmith never configures structlog (it does not even import it: its records are made here).
 
 What an application gets:
 
@@ -11,18 +11,18 @@ What an application gets:
   event name followed by ``key=value`` pairs (``lock.acquired key=jobs/a session_id=...``);
 * structlog's stdlib integration (:class:`structlog.stdlib.ProcessorFormatter` on a handler):
   the event dict itself, rendered by the application's processors (JSON, console, ...),
-  with ``key``/``session_id`` as fields.
+  with ``key``/``session_id`` as fields. Each record carries the event dict as its message and
+  the ``_logger``/``_name`` attributes that mark it as a structlog event, exactly what
+  ``structlog.stdlib.ProcessorFormatter.wrap_for_formatter`` produces.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+import sys
 from typing import Any
 
-import structlog
-
-__all__ = ["get_logger"]
+__all__ = ["EventLogger", "get_logger"]
 
 logging.getLogger("locksmith").addHandler(logging.NullHandler())
 
@@ -40,30 +40,58 @@ class _Event(dict[str, Any]):
         return f"{event} {fields}" if fields else event
 
 
-def _to_stdlib(
-    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The last processor: hand the event to the stdlib logger.
+class EventLogger:
+    """A structlog-style logger (``log.info("event", key=...)``) over a stdlib logger.
 
-    The record's message is the event dict (what structlog's ``ProcessorFormatter``
-    expects, marked as structlog's own with ``_logger``/``_name``) and it prints as
-    ``event key=value`` for any other formatter; an exception travels as ``exc_info``.
+    Events below the stdlib logger's effective level cost one level check.
     """
-    kwargs: dict[str, Any] = {"extra": {"_logger": logger, "_name": method_name}}
-    exc_info = event_dict.get("exc_info")
-    if exc_info:
-        kwargs["exc_info"] = exc_info
-    return (_Event(event_dict),), kwargs
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def _emit(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
+        logger = self._logger
+        if not logger.isEnabledFor(level):
+            return
+        exc_info = fields.get("exc_info")
+        record = _Event(fields)
+        record["event"] = event
+        logger.log(
+            level,
+            record,
+            exc_info=exc_info,
+            extra={"_logger": logger, "_name": method},
+            stacklevel=3,
+        )
+
+    def log(self, level: int, event: str, **fields: Any) -> None:
+        """Emit ``event`` at ``level``."""
+        self._emit(level, logging.getLevelName(level).lower(), event, fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        """Emit ``event`` at DEBUG."""
+        self._emit(logging.DEBUG, "debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Emit ``event`` at INFO."""
+        self._emit(logging.INFO, "info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Emit ``event`` at WARNING."""
+        self._emit(logging.WARNING, "warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Emit ``event`` at ERROR."""
+        self._emit(logging.ERROR, "error", event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        """Emit ``event`` at ERROR with the exception being handled."""
+        fields.setdefault("exc_info", sys.exc_info())
+        self._emit(logging.ERROR, "error", event, fields)
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    """A structlog logger on the stdlib logger ``name`` (``locksmith.*``).
-
-    Events below the stdlib logger's level cost one level check and are dropped there.
-    """
-    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
-        logging.getLogger(name),
-        processors=[structlog.stdlib.filter_by_level, _to_stdlib],
-        wrapper_class=structlog.stdlib.BoundLogger,
-    )
-    return logger
+def get_logger(name: str) -> EventLogger:
+    """An event logger on the stdlib logger ``name`` (``locksmith.*``)."""
+    return EventLogger(logging.getLogger(name))

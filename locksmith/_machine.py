@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,11 +54,12 @@ from locksmith._exceptions import (
     SessionNotFound,
     TLSError,
 )
-from locksmith._lease import Lease, LockDelayEvent, LossEvent
+from locksmith._lease import Lease, LeaseSet, LockDelayEvent, LossEvent
 from locksmith._models import KVEntry, next_index
 from locksmith._protocol import (
     CLEANER,
     RENEWER,
+    AcquireManyRequested,
     AcquireRequested,
     Actor,
     AdoptSession,
@@ -78,16 +79,19 @@ from locksmith._protocol import (
     KeyWritten,
     LeaseEnded,
     Log,
+    ManyApplied,
     Notify,
     ReadHolder,
     ReadKey,
     ReleaseAnswered,
     ReleaseItem,
+    ReleaseManyRequested,
     ReleaseRequested,
     Renew,
     RenewAnswered,
     RequestFailed,
     SendAcquire,
+    SendAcquireMany,
     SendRelease,
     SessionCreated,
     SessionWanted,
@@ -109,11 +113,11 @@ from locksmith._states import (
     SessionState,
     advance,
 )
+from locksmith._stats import ManagerStats, Recorder
+from locksmith._validate import MAX_TXN_OPS
 
-__all__ = ["MAX_TXN_OPS", "LockMachine", "MachineConfig", "ManagerSnapshot"]
+__all__ = ["LockMachine", "MachineConfig", "ManagerSnapshot"]
 
-#: Consul 1.8 takes at most 64 operations per transaction.
-MAX_TXN_OPS = 64
 #: Size caps of the caches that only speed things up (holder lock-delays, checked keys).
 _CACHE_CAP = 4096
 
@@ -200,11 +204,22 @@ class _Session:
 
 
 @dataclass(eq=False, slots=True)
+class _Group:
+    """Keys held together (a :class:`LeaseSet`): lost together, released together."""
+
+    lock_id: int
+    lease_set: LeaseSet
+    #: Whether its loss has been announced (once for the whole set).
+    lost: bool = False
+
+
+@dataclass(eq=False, slots=True)
 class _Hold:
     lease: Lease
     lock_id: int
     #: The ModifyIndex of our own latest write to the key (acquire, proclaim).
     key_index: int
+    group: _Group | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -230,6 +245,25 @@ class _Attempt:
     delay_known: bool | None = None
     #: Read the key before the first send (to check its flags).
     check_flags: bool = True
+    #: When the call began (for the acquire latency).
+    started: float = 0.0
+    #: A set's keys (sorted), taken in batches of :data:`MAX_TXN_OPS`; empty for one key.
+    keys: tuple[str, ...] = ()
+    #: The set's next batch.
+    batch: int = 0
+    #: The set's keys taken so far (given back if the call ends without the whole set).
+    got: list[Lease] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
+class _SetRelease:
+    """A caller's release of a set, carried out by the cleaner: answered when its first
+    try at every key is over (as a single release, it never fails for a lost Consul)."""
+
+    actor: int
+    group: _Group
+    refs: set[tuple[str, str]]
+    lost: LossReason | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -293,6 +327,7 @@ class LockMachine:
         self._releases: dict[int, _Release] = {}
         #: The same releases by key (a key has at most one hold, so one release).
         self._releasing: dict[str, _Release] = {}
+        self._set_releases: dict[int, _SetRelease] = {}
         #: Calls waiting for the session alone: their deadline and step.
         self._swaiters: dict[int, tuple[Deadline, int]] = {}
         # holds
@@ -322,6 +357,7 @@ class LockMachine:
         self._closing = _Worker()
         self._close_deadline = Deadline()
         self._closed_keys: set[str] = set()
+        self.stats = Recorder()
 
     # ================================================================== entry point
     def handle(self, event: Event, now: float) -> list[Command]:
@@ -374,6 +410,13 @@ class LockMachine:
             return None
         return hold.lease if self.is_held(hold.lease, now) else None
 
+    def set_of(self, lock_id: int, first_key: str, now: float) -> LeaseSet | None:
+        """The lease set the set ``lock_id`` (first key ``first_key``) holds now, or None."""
+        hold = self._holds.get(first_key)
+        if hold is None or hold.lock_id != lock_id or hold.group is None:
+            return None
+        return hold.group.lease_set if self.is_held(hold.lease, now) else None
+
     def lock_state(self, lock_id: int) -> LockState:
         """The lifecycle state of lock ``lock_id``."""
         return self._lock_states.get(lock_id, LockState.UNLOCKED)
@@ -400,6 +443,10 @@ class LockMachine:
             pending_releases=tuple(sorted(k for (k, _) in self._pending)),
             pending_destroys=tuple(sorted(self._destroys)),
         )
+
+    def stats_snapshot(self, now: float) -> ManagerStats:
+        """The counters so far, and the leases held at ``now``."""
+        return self.stats.snapshot(len(self.held_leases(now)))
 
     def pending_releases(self) -> list[ReleaseItem]:
         """Keys waiting for the cleaner (presumed-lost or ambiguous holds)."""
@@ -493,6 +540,7 @@ class LockMachine:
             deadline=Deadline(ev.deadline),
             blocking=ev.blocking,
             check_flags=ev.key not in self._flags_ok,
+            started=self._now,
         )
         self._attempts[a.actor] = a
         if self.lock_state(a.lock_id) in (LockState.UNLOCKED, LockState.LOST):
@@ -511,6 +559,9 @@ class LockMachine:
         """Decide the next step of attempt ``a`` (which is not waiting for an answer)."""
         if self.state is not ManagerState.RUNNING:
             self._finish(a, ManagerClosed("the LockManager is closed"))
+            return
+        if a.keys:
+            self._next_many(a)
             return
         # Local exclusion: one call (or hold) per key talks to Consul; the others queue, FIFO.
         if self._key_busy_locally(a.key, a.actor):
@@ -547,6 +598,242 @@ class LockMachine:
                 a.actor, a.step, a.key, a.value, a.flags, sess.sid, self._budget(a.deadline)
             )
         )
+
+    # ------------------------------------------------------------------ sets
+    def _on_acquire_many(self, ev: AcquireManyRequested) -> None:
+        if self.state is ManagerState.NEW:
+            self.state = advance(self.state, ManagerState.RUNNING)
+        if self.state is not ManagerState.RUNNING:
+            self._emit(Finish(ev.actor, ManagerClosed("the LockManager is closed")))
+            return
+        a = _Attempt(
+            actor=ev.actor,
+            lock_id=ev.lock_id,
+            key=ev.keys[0],
+            value=ev.value,
+            flags=0,
+            deadline=Deadline(ev.deadline),
+            blocking=ev.blocking,
+            check_flags=False,
+            started=self._now,
+            keys=ev.keys,
+        )
+        self._attempts[a.actor] = a
+        if self.lock_state(a.lock_id) in (LockState.UNLOCKED, LockState.LOST):
+            self._set_lock(a.lock_id, a.key, LockState.ACQUIRING)
+        self._next(a)
+
+    def _batch_keys(self, a: _Attempt) -> tuple[str, ...]:
+        return a.keys[a.batch * MAX_TXN_OPS : (a.batch + 1) * MAX_TXN_OPS]
+
+    def _attempt_items(self, a: _Attempt, sid: str) -> tuple[ReleaseItem, ...]:
+        """What giving back the attempt's current request means: its key, or its batch."""
+        if not a.keys:
+            return (ReleaseItem(a.key, sid, a.value, a.flags),)
+        return tuple(ReleaseItem(k, sid, a.value, 0) for k in self._batch_keys(a))
+
+    def _drop_got(self, a: _Attempt) -> None:
+        """Give back the keys a set's call took so far (it ends, or starts over)."""
+        for lease in a.got:
+            self._queue_release(ReleaseItem(lease.key, lease.session_id, lease.value, 0))
+        a.got.clear()
+        a.batch = 0
+
+    def _next_many(self, a: _Attempt) -> None:
+        """The next step of a set's call: local exclusion for every key, then its batches."""
+        busy = next((k for k in a.keys if self._key_busy_locally(k, a.actor)), None)
+        if busy is not None:
+            # Another local call or hold has one of the keys: queue behind it (the set owns
+            # none of its keys meanwhile, so local callers never wait for each other in a
+            # cycle).
+            for k in a.keys:
+                if self._owner.get(k) == a.actor:
+                    del self._owner[k]
+            if a.got:  # (cannot happen while the set owns its keys; kept for safety)
+                self._drop_got(a)
+            if not a.blocking:
+                self._finish(a, None)
+            elif a.deadline.expired(self._now):
+                self._timeout(a, f"{busy!r} held by this process")
+            else:
+                self._unqueue(a)
+                a.key = busy
+                self._queue.setdefault(busy, deque()).append(a.actor)
+                self._wait(a, _P.QUEUED, a.deadline.at)
+            return
+        self._unqueue(a)
+        for k in a.keys:
+            self._owner[k] = a.actor
+        if a.undo is not None:
+            self._phase(a, _P.UNDOING)
+            items = self._attempt_items(a, a.undo)
+            self._emit(SendRelease(a.actor, a.step, items, self._budget(a.deadline)))
+            return
+        if not self._session_valid():
+            self._need_session(a)
+            return
+        sess = self._sess
+        assert sess is not None
+        if a.got and a.got[0].session_id != sess.sid:
+            # The session that took the first batches ended: start over with this one.
+            self._drop_got(a)
+        a.sid = sess.sid
+        batch = self._batch_keys(a)
+        a.key = batch[0]
+        self._phase(a, _P.SENDING)
+        self._emit(
+            SendAcquireMany(a.actor, a.step, batch, a.value, sess.sid, self._budget(a.deadline))
+        )
+
+    def _on_many_applied(self, ev: ManyApplied) -> None:
+        a = self._attempts.get(ev.actor)
+        if a is None or a.step != ev.step or a.phase is not _P.SENDING:
+            return
+        sid = a.sid
+        assert sid is not None
+        now = self._now
+        sess = self._sess
+        written = tuple(ReleaseItem(e.key, sid, a.value, 0) for e in ev.entries)
+        if self.state is not ManagerState.RUNNING or sess is None or sess.sid != sid:
+            for item in written:
+                self._queue_release(item)
+            self._drop_got(a)
+            self._next(a)
+            return
+        if not sess.timer.valid(now):
+            for item in written:
+                self._queue_release(item)
+            self._drop_got(a)
+            self._session_ended(LossReason.LEASE_EXPIRED, confirmed=False)
+            self._next(a)
+            return
+        if any(e.modify_index <= self._floor.get(e.key, 0) for e in ev.entries):
+            # Some key was still ours (a stale loss): Consul took its acquire as a no-op and
+            # its index would repeat a token. Give the batch back, then take it again.
+            self._log(logging.INFO, "lock.reacquire_without_write", key=a.key, session_id=sid)
+            a.undo = sid
+            self._phase(a, _P.UNDOING)
+            self._emit(SendRelease(a.actor, a.step, written, self._budget(a.deadline)))
+            return
+        a.got.extend(
+            Lease(e.key, sid, e.modify_index, a.value, acquired_at=now) for e in ev.entries
+        )
+        a.batch += 1
+        if a.batch * MAX_TXN_OPS < len(a.keys):
+            self._next(a)
+            return
+        self._set_taken(a, sid)
+
+    def _set_taken(self, a: _Attempt, sid: str) -> None:
+        """Every batch of a set's call is in: the set is held."""
+        now = self._now
+        token = max(lease.fencing_token for lease in a.got)
+        lease_set = LeaseSet(a.keys, sid, token, tuple(a.got), now)
+        group = _Group(a.lock_id, lease_set)
+        for lease in a.got:
+            key = lease.key
+            self._drop_pending((key, sid))
+            self._owner.pop(key, None)
+            self._holds[key] = _Hold(lease, a.lock_id, lease.fencing_token, group)
+            self._floor[key] = lease.fencing_token
+            self._hints.pop(key, None)
+        a.got = []
+        self._phase(a, _P.DONE)
+        del self._attempts[a.actor]
+        self._set_lock(a.lock_id, a.keys[0], LockState.HELD)
+        self.stats.acquired += 1
+        self.stats.acquire_latency.observe(now - a.started)
+        self._log(
+            logging.INFO,
+            "locks.acquired",
+            key=a.keys[0],
+            keys=len(a.keys),
+            session_id=sid,
+            fencing_token=token,
+        )
+        self._emit(Finish(a.actor, lease_set))
+        self._follow_many([(lease.key, lease.fencing_token) for lease in lease_set.leases])
+
+    def _on_release_many(self, ev: ReleaseManyRequested) -> None:
+        hold = self._holds.get(ev.key)
+        group = hold.group if hold is not None else None
+        if (
+            group is None
+            or group.lock_id != ev.lock_id
+            or (ev.lease_set is not None and group.lease_set is not ev.lease_set)
+        ):
+            if ev.lease_set is not None and ev.lease_set.keys[0] in self._closed_keys:
+                self._emit(Finish(ev.actor, True))  # released by close()
+            elif self.lock_state(ev.lock_id) is LockState.LOST:
+                self._set_lock(ev.lock_id, ev.key, LockState.UNLOCKED)
+                self._emit(Finish(ev.actor, False))
+            elif ev.lease_set is not None:
+                self._emit(Finish(ev.actor, False))
+            else:
+                self._emit(Finish(ev.actor, NotHeld(f"the set from {ev.key!r} is not held")))
+            return
+        assert hold is not None
+        sess = self._sess
+        if sess is None or sess.sid != hold.lease.session_id or not sess.timer.valid(self._now):
+            self._session_ended(LossReason.LEASE_EXPIRED, confirmed=False)
+            if self.lock_state(ev.lock_id) is LockState.LOST:
+                self._set_lock(ev.lock_id, ev.key, LockState.UNLOCKED)
+            self._emit(Finish(ev.actor, False))
+            return
+        waiter = _SetRelease(ev.actor, group, set())
+        self._set_lock(group.lock_id, ev.key, LockState.RELEASING)
+        for lease in group.lease_set.leases:
+            del self._holds[lease.key]
+            ref = (lease.key, lease.session_id)
+            self._pending[ref] = ReleaseItem(lease.key, lease.session_id, lease.value, 0)
+            waiter.refs.add(ref)
+            self._count_release(lease)
+            self._emit(LeaseEnded(lease, None))
+        self._set_releases[ev.actor] = waiter
+        self._log(
+            logging.INFO,
+            "locks.released",
+            key=ev.key,
+            keys=len(group.lease_set.keys),
+            session_id=hold.lease.session_id,
+        )
+
+    def _set_release_progress(
+        self, done: Sequence[tuple[tuple[str, str], str]], failed: bool
+    ) -> None:
+        """The cleaner is through with ``done`` (ref, outcome). A set's release is answered
+        once every key of it had its try; a failed try answers it at once (the cleaner goes
+        on in the background, and the release counts as done, as for a single key)."""
+        for w in list(self._set_releases.values()):
+            touched = False
+            for ref, outcome in done:
+                if ref not in w.refs:
+                    continue
+                touched = True
+                if failed:
+                    continue
+                w.refs.discard(ref)
+                if w.lost is None and outcome == "session_gone":
+                    w.lost = LossReason.SESSION_INVALIDATED
+                elif w.lost is None and outcome == "not_held":
+                    w.lost = LossReason.RELEASED_BY_OTHER
+            if (failed and touched) or (not failed and not w.refs):
+                self._set_release_done(w, deferred=failed)
+
+    def _set_release_done(self, w: _SetRelease, *, deferred: bool) -> None:
+        del self._set_releases[w.actor]
+        group = w.group
+        first = group.lease_set.leases[0]
+        if w.lost is not None and not deferred:
+            # Some key was not ours any more: the set had been lost before the release.
+            self._set_lock(group.lock_id, first.key, LockState.LOST)
+            self._announce_loss(_Hold(first, group.lock_id, 0, group), w.lost, ended=False)
+            self._set_lock(group.lock_id, first.key)
+            if self.lock_state(group.lock_id) is LockState.LOST:
+                self._set_lock(group.lock_id, first.key, LockState.UNLOCKED)  # reported
+        else:
+            self._set_lock(group.lock_id, first.key)
+        self._emit(Finish(w.actor, deferred or w.lost is None))
 
     def _unqueue(self, a: _Attempt) -> None:
         q = self._queue.get(a.key)
@@ -657,6 +944,7 @@ class LockMachine:
         timer = LeaseTimer(ev.ttl, ev.started, self.cfg.renew_fraction)
         self._sess = _Session(ev.sid, ev.owned, ev.lock_delay, timer)
         self.session_state = advance(self.session_state, SessionState.ACTIVE)
+        self.stats.sessions_created += 1
         self._log(
             logging.INFO,
             "session.created" if ev.owned else "session.adopted",
@@ -753,6 +1041,8 @@ class LockMachine:
                     previous_session=event.previous_session,
                 )
                 self._emit(Notify(event, a.lock_id))
+                self.stats.lock_delay_waits += 1
+                self.stats.lock_delay_wait.observe(event.wait)
             self._wait(a, _P.SLEEPING, action.until)
             return
         a.delay_known = None
@@ -808,6 +1098,8 @@ class LockMachine:
         self._phase(a, _P.DONE)
         del self._attempts[a.actor]
         self._set_lock(a.lock_id, a.key, LockState.HELD)
+        self.stats.acquired += 1
+        self.stats.acquire_latency.observe(now - a.started)
         self._log(logging.INFO, "lock.acquired", key=a.key, session_id=sid, fencing_token=token)
         self._emit(Finish(a.actor, lease))
         self._follow(a.key, token)
@@ -821,6 +1113,8 @@ class LockMachine:
         elif not a.blocking:
             self._finish(a, None)
         else:
+            if a.keys and ev.key is not None:
+                a.key = ev.key  # the set waits for the key that was refused
             self._phase(a, _P.READING)
             self._emit(ReadKey(a.actor, a.step, a.key, self._budget(a.deadline)))
 
@@ -859,12 +1153,14 @@ class LockMachine:
             if ev.sent and not isinstance(err, BadRequest | PermissionDenied):
                 # No answer: the acquire may have been applied. Unless this session takes the
                 # key again first, the cleaner gives it back.
-                self._queue_release(ReleaseItem(a.key, sid, a.value, a.flags), ambiguous=True)
+                for item in self._attempt_items(a, sid):
+                    self._queue_release(item, ambiguous=True)
         elif phase is _P.READING and isinstance(err, ConsulUnavailable) and a.read_entry:
             pass
         if self.state is not ManagerState.RUNNING:
             if a.undo is not None:
-                self._queue_release(ReleaseItem(a.key, a.undo, a.value, a.flags))
+                for item in self._attempt_items(a, a.undo):
+                    self._queue_release(item)
             self._finish(a, ManagerClosed("the LockManager is closed"))
             return
         transient = _transient(err) or phase is _P.UNDOING
@@ -873,7 +1169,8 @@ class LockMachine:
             return
         if not a.blocking or a.deadline.expired(self._now):
             if a.undo is not None:
-                self._queue_release(ReleaseItem(a.key, a.undo, a.value, a.flags))
+                for item in self._attempt_items(a, a.undo):
+                    self._queue_release(item)
             if a.blocking:
                 self._timeout(a, str(err), cause=err)
             else:
@@ -928,9 +1225,11 @@ class LockMachine:
                 self._wake_queue(lease.key)
             return
         if a.phase is _P.SENDING and a.sid is not None:
-            self._queue_release(ReleaseItem(a.key, a.sid, a.value, a.flags), ambiguous=True)
+            for item in self._attempt_items(a, a.sid):
+                self._queue_release(item, ambiguous=True)
         if a.undo is not None:
-            self._queue_release(ReleaseItem(a.key, a.undo, a.value, a.flags))
+            for item in self._attempt_items(a, a.undo):
+                self._queue_release(item)
         if a.phase is _P.CREATING:
             self.session_state = advance(self.session_state, SessionState.NONE)
             self._creator = None
@@ -938,7 +1237,8 @@ class LockMachine:
         self._finish(a, None, answer=False)
 
     def _timeout(self, a: _Attempt, why: str, cause: Exception | None = None) -> None:
-        err = LockTimeout(f"could not acquire {a.key!r} in time ({why})")
+        what = f"{len(a.keys)} keys from {a.keys[0]!r}" if a.keys else repr(a.key)
+        err = LockTimeout(f"could not acquire {what} in time ({why})")
         err.__cause__ = cause
         self._finish(a, err)
 
@@ -946,13 +1246,22 @@ class LockMachine:
         """End attempt ``a`` without a hold: free its key locally and answer its caller."""
         self._phase(a, _P.DONE)
         del self._attempts[a.actor]
-        if self._owner.get(a.key) == a.actor:
-            del self._owner[a.key]
         self._unqueue(a)
-        self._set_lock(a.lock_id, a.key)
+        if a.keys:
+            self._drop_got(a)  # all or none: give back what was taken
+            for k in a.keys:
+                if self._owner.get(k) == a.actor:
+                    del self._owner[k]
+            self._set_lock(a.lock_id, a.keys[0])
+        else:
+            if self._owner.get(a.key) == a.actor:
+                del self._owner[a.key]
+            self._set_lock(a.lock_id, a.key)
+        self.stats.acquire_failed += 1
         if answer:
             self._emit(Finish(a.actor, result))
-        self._wake_queue(a.key)
+        for k in a.keys or (a.key,):
+            self._wake_queue(k)
 
     def _wake_queue(self, key: str) -> None:
         """The key may be free locally: the first call queued for it goes on."""
@@ -1007,6 +1316,7 @@ class LockMachine:
         self._releasing.pop(r.hold.lease.key, None)
         lease = r.hold.lease
         if reason is None:
+            self._count_release(lease)
             self._log(logging.INFO, "lock.released", key=lease.key, session_id=lease.session_id)
             self._emit(LeaseEnded(lease, None))
             self._set_lock(r.hold.lock_id, r.hold.lease.key)
@@ -1084,14 +1394,31 @@ class LockMachine:
         )
         del self._releases[r.actor]
         self._releasing.pop(r.hold.lease.key, None)
+        self._count_release(lease)
         self._emit(LeaseEnded(lease, None))
         self._set_lock(r.hold.lock_id, r.hold.lease.key)
         self._emit(Finish(r.actor, True))
         self._wake_queue(lease.key)
 
     # ================================================================== losses
-    def _announce_loss(self, hold: _Hold, reason: LossReason) -> None:
+    def _count_release(self, lease: Lease) -> None:
+        self.stats.released += 1
+        self.stats.hold_duration.observe(self._now - lease.acquired_at)
+
+    def _announce_loss(self, hold: _Hold, reason: LossReason, *, ended: bool = True) -> None:
+        """Tell the world a hold was lost: its lease ends, and ``on_lost`` hears of it once
+        (once per set for the keys of a set)."""
         lease = hold.lease
+        if ended:
+            self._emit(LeaseEnded(lease, reason))
+        group = hold.group
+        if group is not None:
+            if group.lost:
+                return
+            group.lost = True
+        self.stats.lost[reason.value] += 1
+        self.stats.hold_duration.observe(self._now - lease.acquired_at)
+        keys = group.lease_set.keys if group is not None else ()
         self._log(
             logging.WARNING,
             "lock.lost",
@@ -1099,19 +1426,34 @@ class LockMachine:
             session_id=lease.session_id,
             reason=reason.value,
             fencing_token=lease.fencing_token,
+            **({"keys": len(keys)} if keys else {}),
         )
-        self._emit(LeaseEnded(lease, reason))
-        self._emit(Notify(LossEvent(lease.key, reason, lease, self._now), hold.lock_id))
+        self._emit(Notify(LossEvent(lease.key, reason, lease, self._now, keys), hold.lock_id))
 
     def _lose_hold(self, hold: _Hold, reason: LossReason) -> None:
-        """One hold is gone (released, deleted or taken by someone else)."""
+        """One hold is gone (released, deleted or taken by someone else). For a key of a
+        set, the whole set is: the other keys, still held, are given back."""
         key = hold.lease.key
         del self._holds[key]
         if reason is not LossReason.SESSION_INVALIDATED:
             self._hints.pop(key, None)  # no lock-delay after a release or a delete
+        group = hold.group
+        if group is not None and group.lost:
+            return  # (a second key of a set already given up)
         self._set_lock(hold.lock_id, hold.lease.key, LockState.LOST)
         self._announce_loss(hold, reason)
-        self._wake_queue(key)
+        woken = [key]
+        if group is not None:
+            for other in group.lease_set.leases:
+                h = self._holds.get(other.key)
+                if h is None or h.group is not group:
+                    continue
+                del self._holds[other.key]
+                self._queue_release(ReleaseItem(other.key, other.session_id, other.value, 0))
+                self._emit(LeaseEnded(other, reason))
+                woken.append(other.key)
+        for k in woken:
+            self._wake_queue(k)
 
     def _session_ended(self, reason: LossReason, *, confirmed: bool) -> None:
         """The session is over: every hold of it is lost.
@@ -1129,6 +1471,7 @@ class LockMachine:
         reason = settle_reason(reason, sess.timer.valid(now))
         self.session_state = advance(self.session_state, SessionState.NONE)
         self._sess = None
+        self.stats.sessions_lost += 1
         lost = [h for h in self._holds.values() if h.lease.session_id == sess.sid]
         self._log(
             logging.WARNING,
@@ -1143,7 +1486,8 @@ class LockMachine:
             self._hints[lease.key] = DelayHint(now, sess.lock_delay, sess.sid)
             if not confirmed:
                 self._queue_release(ReleaseItem(lease.key, sess.sid, lease.value, lease.flags))
-            self._set_lock(h.lock_id, h.lease.key, LockState.LOST)
+            if h.group is None or not h.group.lost:
+                self._set_lock(h.lock_id, h.lease.key, LockState.LOST)
             self._announce_loss(h, reason)
         if not confirmed and sess.owned:
             self._destroys.add(sess.sid)
@@ -1200,10 +1544,13 @@ class LockMachine:
             return
         if ev.started is not None:
             sess.timer.renewed(ev.started, ev.ttl)
+            self.stats.renewals += 1
+            self.stats.renew_latency.observe(self._now - ev.started)
             self._renewer.tries = 0
             self._log(logging.DEBUG, "session.renewed", session_id=ev.sid, ttl=ev.ttl)
             self._schedule_renew()
             return
+        self.stats.renew_failures += 1
         self._log(logging.WARNING, "session.renew_failed", session_id=ev.sid, error=str(ev.error))
         # Nothing worked before the renew loop stopped (a refusal that retrying at once
         # does not heal): pause, then try again; the lease deadline still rules.
@@ -1233,6 +1580,29 @@ class LockMachine:
                 return True
         self._replan()
         return True
+
+    def _follow_many(self, keys: list[tuple[str, int]]) -> None:
+        """:meth:`_follow` for many keys (a set just taken), planning the watches once."""
+        if self.state is not ManagerState.RUNNING:
+            return
+        uncovered = False
+        refreshed: set[int] = set()
+        live = [s for s in self._slots if s.target is not None and not s.stopped]
+        for key, known in keys:
+            slot = next((s for s in live if s.target is not None and s.target.covers(key)), None)
+            if slot is None:
+                uncovered = True
+                continue
+            slot.unused_since = None
+            if slot.seen > known:
+                slot.index = min(slot.index, known) if slot.index else known
+                refreshed.add(slot.n)
+        if uncovered:
+            self._replan()
+        for n in refreshed:
+            slot = self._slots[n]
+            if slot.target is not None and not slot.stopped and slot.index:
+                self._refresh(slot)
 
     def _wanted_keys(self) -> dict[str, int]:
         """Keys to follow, each with the index its state is known at."""
@@ -1438,19 +1808,24 @@ class LockMachine:
 
     def _batch(self) -> tuple[ReleaseItem, ...]:
         items: list[ReleaseItem] = []
+        stale: list[tuple[str, str]] = []
         closing = self.state is ManagerState.CLOSING
-        for (key, sid), item in list(self._pending.items()):
+        # (Stops at the 64th item: a close of 10,000 keys must not rescan them per batch.)
+        for ref, item in self._pending.items():
+            key, sid = ref
             hold = self._holds.get(key)
             if hold is not None and hold.lease.session_id == sid:
-                self._drop_pending((key, sid))
+                stale.append(ref)
                 continue
             if self._blocked(key, sid):
                 continue
-            if not closing and self._retry_at.get((key, sid), 0.0) > self._now:
+            if not closing and self._retry_at.get(ref, 0.0) > self._now:
                 continue
             items.append(item)
             if len(items) == MAX_TXN_OPS:
                 break
+        for ref in stale:
+            self._drop_pending(ref)
         return tuple(items)
 
     def _destroyable(self) -> str | None:
@@ -1517,6 +1892,9 @@ class LockMachine:
                     session_id=item.sid,
                 )
             self._wake_queue(item.key)
+        if self._set_releases:
+            done = [((it.key, it.sid), o) for it, o in zip(batch, ev.outcomes, strict=False)]
+            self._set_release_progress(done, failed=False)
         for item in batch[len(ev.outcomes) :]:
             self._inflight.discard((item.key, item.sid))
 
@@ -1536,6 +1914,8 @@ class LockMachine:
             return
         for item in w.batch:
             self._inflight.discard((item.key, item.sid))
+        if self._set_releases:
+            self._set_release_progress([((it.key, it.sid), "failed") for it in w.batch], True)
         w.batch, w.busy = (), False
         self._pause(w, ev.actor, ev.error)
 
@@ -1583,9 +1963,11 @@ class LockMachine:
                 lease.key, lease.session_id, lease.value, lease.flags
             )
             self._closed_keys.add(lease.key)
+            self._count_release(lease)
             self._emit(LeaseEnded(lease, None))
-            self._set_lock(hold.lock_id, hold.lease.key, LockState.RELEASING)
-            self._set_lock(hold.lock_id, hold.lease.key)
+            if hold.group is None or hold.group.lease_set.leases[0] is lease:
+                self._set_lock(hold.lock_id, hold.lease.key, LockState.RELEASING)
+                self._set_lock(hold.lock_id, hold.lease.key)
         sess = self._sess
         if sess is not None:
             if sess.owned:
@@ -1637,6 +2019,8 @@ class LockMachine:
                 keys_left=sorted(k for (k, _) in self._pending),
                 sessions_left=sorted(self._destroys),
             )
+        for w in list(self._set_releases.values()):
+            self._set_release_done(w, deferred=True)
         self.state = advance(self.state, ManagerState.CLOSED)
         self._closer = None
         self._emit(Stop(CLEANER))
@@ -1660,16 +2044,19 @@ def _transient(err: Exception) -> bool:
 _HANDLERS: dict[type, Callable[[LockMachine, Any], None]] = {
     Start: LockMachine._on_start,
     AcquireRequested: LockMachine._on_acquire,
+    AcquireManyRequested: LockMachine._on_acquire_many,
     SessionWanted: LockMachine._on_session_wanted,
     SessionCreated: LockMachine._on_session_created,
     KeyRead: LockMachine._on_key_read,
     HolderRead: LockMachine._on_holder_read,
     TxnApplied: LockMachine._on_txn_applied,
+    ManyApplied: LockMachine._on_many_applied,
     TxnRefused: LockMachine._on_txn_refused,
     RequestFailed: LockMachine._on_request_failed,
     Woke: LockMachine._on_woke,
     AttemptAborted: LockMachine._on_aborted,
     ReleaseRequested: LockMachine._on_release,
+    ReleaseManyRequested: LockMachine._on_release_many,
     ReleaseAnswered: LockMachine._on_release_answered,
     RenewAnswered: LockMachine._on_renew_answered,
     WatchSaw: LockMachine._on_watch_saw,

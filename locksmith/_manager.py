@@ -9,43 +9,36 @@ only through :class:`~locksmith._ports.ManagerPort`.
 
 from __future__ import annotations
 
-import logging
 import math
-import random
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from locksmith._backoff import Backoff
 from locksmith._client import Consul
-from locksmith._clock import Clock, SystemClock
+from locksmith._clock import Clock
 from locksmith._compat import CONSUL_LOCK_FLAGS, lock_key
-from locksmith._core import session_node_checks
 from locksmith._deadline import Deadline
 from locksmith._durations import Duration
 from locksmith._election import Election
-from locksmith._engine import Engine, SessionSpec
+from locksmith._engine import Engine
 from locksmith._exceptions import ValidationError
 from locksmith._lease import Lease, LockDelayEvent, LossEvent
 from locksmith._lock import Lock
-from locksmith._machine import MachineConfig, ManagerSnapshot
+from locksmith._lockset import LockSet, check_keys
+from locksmith._machine import ManagerSnapshot
 from locksmith._ports import Closable
 from locksmith._protocol import SessionWanted
 from locksmith._registration import Registration
 from locksmith._semaphore import Semaphore
+from locksmith._settings import ManagerSettings
 from locksmith._singleton import SingletonGuard
 from locksmith._states import ManagerState
+from locksmith._stats import ManagerStats
 from locksmith._validate import (
     Behavior,
-    check_behavior,
     check_callback,
-    check_checks,
     check_key,
-    check_lock_delay,
-    check_name,
-    check_session_id,
     check_timeout,
-    check_ttl,
     check_txn_value,
 )
 
@@ -111,69 +104,43 @@ class LockManager:
     ) -> None:
         if consul is not None and not isinstance(consul, Consul):
             raise ValidationError("consul", f"must be a locksmith.Consul or None, got {consul!r}")
-        if not isinstance(unsafe_no_ttl, bool):
-            raise ValidationError("unsafe_no_ttl", f"must be True or False, got {unsafe_no_ttl!r}")
-        self.ttl = check_ttl(ttl)
-        if self.ttl is None and not unsafe_no_ttl:
-            raise ValidationError(
-                "ttl",
-                "a lock needs a lease deadline: without a TTL, a holder cut off from Consul "
-                "would keep believing it holds its locks while another client takes them. "
-                "Give a TTL (10s..86400s), or pass unsafe_no_ttl=True to accept that",
-            )
-        self.lock_delay = check_lock_delay(lock_delay)
-        self.behavior = check_behavior(behavior)
-        self.name = check_name(name, "name") if name is not None else None
-        self.checks = check_checks(checks, "checks")
-        self.service_checks = check_checks(service_checks, "service_checks")
-        self._node_checks = session_node_checks(
-            self.ttl, self.lock_delay, self.checks, self.service_checks
+        settings = ManagerSettings.resolve(
+            ttl=ttl,
+            lock_delay=lock_delay,
+            behavior=behavior,
+            name=name,
+            checks=checks,
+            service_checks=service_checks,
+            node=node,
+            session_id=session_id,
+            renew_fraction=renew_fraction,
+            clock=clock,
+            unsafe_no_ttl=unsafe_no_ttl,
+            watch_budget=watch_budget,
+            rng=rng,
         )
-        self.node = check_name(node, "node") if node is not None else None
-        self.session_id = check_session_id(session_id) if session_id is not None else None
-        if (
-            isinstance(renew_fraction, bool)
-            or not isinstance(renew_fraction, int | float)
-            or not 0 < renew_fraction < 1
-        ):
-            raise ValidationError("renew_fraction", f"must be in (0, 1), got {renew_fraction!r}")
-        if clock is not None and not isinstance(clock, Clock):
-            raise ValidationError("clock", f"must be a locksmith.Clock, got {clock!r}")
-        if isinstance(watch_budget, bool) or not isinstance(watch_budget, int) or watch_budget < 1:
-            raise ValidationError("watch_budget", f"must be an integer >= 1, got {watch_budget!r}")
-        if rng is not None:
-            check_callback(rng, "rng")
-        self.renew_fraction = float(renew_fraction)
-        self.unsafe_no_ttl = unsafe_no_ttl
-        self.watch_budget = watch_budget
-        self._rng = rng or random.random
+        self._settings = settings
+        self.ttl = settings.ttl
+        self.lock_delay = settings.lock_delay
+        self.behavior = settings.behavior
+        self.name = settings.name
+        self.checks = settings.checks
+        self.service_checks = settings.service_checks
+        self.node = settings.node
+        self.session_id = settings.session_id
+        self.renew_fraction = settings.renew_fraction
+        self.unsafe_no_ttl = settings.unsafe_no_ttl
+        self.watch_budget = settings.watch_budget
         self._owns_consul = consul is None
         self._consul = consul if consul is not None else Consul()
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        draw = self._rng
-        config = MachineConfig(
-            ttl=self.ttl,
-            lock_delay=self.lock_delay,
-            renew_fraction=self.renew_fraction,
-            request_timeout=self._consul.config.timeout,
-            adopt=self.session_id,
-            watch_budget=watch_budget,
-            retry=Backoff(start=0.05, cap=2.0, rng=draw),
-            cleanup=Backoff(start=0.25, cap=2.0, rng=draw),
-            window=Backoff(start=0.05, cap=5.0, rng=draw),
-            log_enabled=logging.getLogger("locksmith.manager").isEnabledFor,
+        self._clock: Clock = settings.clock
+        self._engine = Engine(
+            self._consul,
+            self._clock,
+            settings.machine_config(self._consul.config.timeout),
+            settings.session_spec(),
+            settings.renew_backoff(),
         )
-        spec = SessionSpec(
-            name=self.name,
-            node=self.node,
-            node_checks=self._node_checks,
-            service_checks=self.service_checks,
-            lock_delay=self.lock_delay,
-            behavior=self.behavior,
-            ttl=self.ttl,
-        )
-        renew_backoff = Backoff(start=0.1, cap=max(0.5, (self.ttl or 10.0) / 10), rng=draw)
-        self._engine = Engine(self._consul, self._clock, config, spec, renew_backoff)
         self._recipes_lock = threading.Lock()
         self._companion: LockManager | None = None
         self._closables: list[Closable] = []
@@ -228,6 +195,23 @@ class LockManager:
             raise ValidationError("flags", f"must be an unsigned 64-bit integer, got {flags!r}")
         return Lock(self._engine, key, data, flags)
 
+    def lock_many(self, keys: Iterable[str], value: bytes | str = b"") -> LockSet:
+        """Make a :class:`LockSet`: ``keys`` acquired together, all or none (no I/O).
+
+        Up to 64 keys go in one transaction, larger sets in sorted batches; one fencing
+        token for the set. See :class:`LockSet`.
+
+        Args:
+            keys: The keys (plain lock keys, each once).
+            value: Written to every key on acquisition.
+
+        Raises:
+            ValidationError: Bad, duplicate or ``.lock`` keys, or a value too large for a
+                transaction of 64 keys.
+        """
+        data = check_txn_value(value)
+        return LockSet(self._engine, check_keys(keys, data), data)
+
     def on_lock_delay(
         self, callback: Callable[[LockDelayEvent], object]
     ) -> Callable[[LockDelayEvent], object]:
@@ -268,6 +252,11 @@ class LockManager:
     def snapshot(self) -> ManagerSnapshot:
         """What this manager holds, waits for and follows right now (no I/O)."""
         return self._engine.snapshot()
+
+    def stats(self) -> ManagerStats:
+        """What this manager did so far: acquisitions and their latency, hold durations,
+        lock-delay waits, losses by reason, renewals and their latency, sessions (no I/O)."""
+        return self._engine.stats()
 
     def held_locks(self) -> list[Lease]:
         """The leases held right now."""
@@ -318,22 +307,7 @@ class LockManager:
         with self._recipes_lock:
             self._engine.check_open()
             if self._companion is None:
-                bound = bool(self.checks) or bool(self.service_checks)
-                self._companion = LockManager(
-                    self._consul,
-                    ttl=self.ttl if self.ttl is not None else 0,
-                    lock_delay=self.ttl if (bound and self.ttl is not None) else 0,
-                    behavior="delete",
-                    name=f"{self.name or 'locksmith'}-ephemeral",
-                    checks=self.checks,
-                    service_checks=self.service_checks,
-                    node=self.node,
-                    renew_fraction=self.renew_fraction,
-                    clock=self._clock,
-                    unsafe_no_ttl=self.unsafe_no_ttl,
-                    watch_budget=self.watch_budget,
-                    rng=self._rng,
-                )
+                self._companion = LockManager(self._consul, **self._settings.companion_kwargs())
                 self._companion.start()
             return self._companion
 

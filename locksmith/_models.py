@@ -177,12 +177,17 @@ class QueryResult(Generic[T]):
 
 @dataclass(frozen=True)
 class TxnOutcome:
-    """The result of a transaction: entries on success, or Consul's error texts."""
+    """The result of a transaction: entries on success, or Consul's error texts.
+
+    Attributes:
+        failed: On failure, the positions (OpIndex) of the operations Consul refused.
+    """
 
     ok: bool
     entries: tuple[KVEntry | None, ...]
     errors: tuple[str, ...]
     index: int
+    failed: tuple[int, ...] = ()
 
 
 def next_index(previous: int, returned: int) -> int:

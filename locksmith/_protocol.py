@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from locksmith._core import WatchTarget
-from locksmith._lease import Lease, LockDelayEvent, LossEvent
+from locksmith._lease import Lease, LeaseSet, LockDelayEvent, LossEvent
 from locksmith._models import KVEntry
 from locksmith._states import LossReason
 
 __all__ = [
     "CLEANER",
     "RENEWER",
+    "AcquireManyRequested",
     "AcquireRequested",
     "Actor",
     "AdoptSession",
@@ -55,17 +56,20 @@ __all__ = [
     "KeyWritten",
     "LeaseEnded",
     "Log",
+    "ManyApplied",
     "Notify",
     "ReadHolder",
     "ReadKey",
     "ReleaseAnswered",
     "ReleaseItem",
+    "ReleaseManyRequested",
     "ReleaseOutcome",
     "ReleaseRequested",
     "Renew",
     "RenewAnswered",
     "RequestFailed",
     "SendAcquire",
+    "SendAcquireMany",
     "SendRelease",
     "SessionCreated",
     "SessionWanted",
@@ -116,6 +120,28 @@ class AcquireRequested:
     key: str
     value: bytes
     flags: int
+    deadline: float
+    blocking: bool
+
+
+@dataclass(slots=True)
+class AcquireManyRequested:
+    """A caller wants every key of ``keys``, all or none (:meth:`LockManager.lock_many`).
+
+    Attributes:
+        actor: The call's ID.
+        lock_id: The :class:`~locksmith.LockSet` asking.
+        keys: The keys, sorted and distinct (the order every caller takes them in, so two
+            overlapping sets never wait for each other in a cycle).
+        value: Written to every key.
+        deadline: When the call gives up (inf: never).
+        blocking: False: try once.
+    """
+
+    actor: int
+    lock_id: int
+    keys: tuple[str, ...]
+    value: bytes
     deadline: float
     blocking: bool
 
@@ -184,11 +210,25 @@ class TxnApplied:
 
 
 @dataclass(slots=True)
-class TxnRefused:
-    """The acquire transaction was refused: the key is held, or in a lock-delay window."""
+class ManyApplied:
+    """A :class:`SendAcquireMany` succeeded; ``entries`` are what it wrote, in its order."""
 
     actor: int
     step: int
+    entries: tuple[KVEntry, ...]
+
+
+@dataclass(slots=True)
+class TxnRefused:
+    """The acquire transaction was refused: the key is held, or in a lock-delay window.
+
+    Attributes:
+        key: For a :class:`SendAcquireMany`, the key that was refused (None: unknown).
+    """
+
+    actor: int
+    step: int
+    key: str | None = None
 
 
 @dataclass(slots=True)
@@ -229,6 +269,16 @@ class ReleaseRequested:
     lock_id: int
     key: str
     lease: Lease | None
+
+
+@dataclass(slots=True)
+class ReleaseManyRequested:
+    """A caller releases the set ``lease_set`` (None: whatever the set ``lock_id`` holds)."""
+
+    actor: int
+    lock_id: int
+    key: str
+    lease_set: LeaseSet | None
 
 
 #: The outcome of one item of a release: done, not held by that session (any more), or
@@ -335,16 +385,19 @@ class KeyWritten:
 Event = (
     Start
     | AcquireRequested
+    | AcquireManyRequested
     | SessionWanted
     | SessionCreated
     | KeyRead
     | HolderRead
     | TxnApplied
+    | ManyApplied
     | TxnRefused
     | RequestFailed
     | Woke
     | AttemptAborted
     | ReleaseRequested
+    | ReleaseManyRequested
     | ReleaseAnswered
     | RenewAnswered
     | WatchSaw
@@ -409,6 +462,20 @@ class SendAcquire:
     key: str
     value: bytes
     flags: int
+    sid: str
+    timeout: float
+
+
+@dataclass(slots=True)
+class SendAcquireMany:
+    """Acquire ``keys`` (at most 64) with session ``sid`` in one ``/v1/txn``, all or none;
+    answer :class:`ManyApplied`, :class:`TxnRefused` (naming the refused key) or
+    :class:`RequestFailed`."""
+
+    actor: int
+    step: int
+    keys: tuple[str, ...]
+    value: bytes
     sid: str
     timeout: float
 
@@ -562,6 +629,7 @@ Command = (
     | ReadKey
     | ReadHolder
     | SendAcquire
+    | SendAcquireMany
     | SendRelease
     | Destroy
     | Sleep

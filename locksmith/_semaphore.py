@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from locksmith._cancel import Cancel, check_cancel
 from locksmith._compat import CONSUL_SEMAPHORE_FLAGS, lock_key
 from locksmith._exceptions import (
+    Cancelled,
     LockConflict,
     LockError,
     LocksmithError,
@@ -130,6 +132,9 @@ class Semaphore:
         self._slot: _Slot | None = None
         self._callbacks: list[Callable[[LossEvent], object]] = []
         self.lock_key = lock_key(self.prefix)
+        # Every key of the semaphore is under ``prefix/``: listing the bare prefix would also
+        # read siblings (``jobs/enc`` would list ``jobs/encoders/...``).
+        self._dir = self.prefix + "/"
 
     def __repr__(self) -> str:
         return f"<Semaphore {self.prefix!r} limit={self.limit} held={self.held}>"
@@ -170,21 +175,29 @@ class Semaphore:
         return ev
 
     # -- acquire -------------------------------------------------------------------------
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
+    def acquire(
+        self, blocking: bool = True, timeout: float | None = None, *, cancel: Cancel | None = None
+    ) -> Lease | None:
         """Take a slot.
 
         Args:
             blocking: False: try once, return None when all slots are taken.
             timeout: Seconds to wait at most (None: forever); with ``blocking=False`` it
                 bounds the one try's requests.
+            cancel: Stop waiting when it is set: :class:`Cancelled` is raised and the
+                contender key is deleted.
 
         Raises:
             LockTimeout: No slot within ``timeout``.
+            Cancelled: ``cancel`` was set first.
             LockConflict: The prefix holds another lock kind, or another limit.
         """
         if not isinstance(blocking, bool):
             raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
         seconds = check_timeout(timeout)
+        cancel = check_cancel(cancel)
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled(f"semaphore {self.prefix!r}: cancelled before it started")
         if self.held:
             raise LockError(f"semaphore {self.prefix!r} is already held by this object")
         eph = self._mgr.companion()
@@ -199,7 +212,7 @@ class Semaphore:
         if c_lease is None:
             raise LockError(f"semaphore {self.prefix!r}: cannot create the contender key")
         try:
-            lease = self._take_slot(sid, contender, deadline, blocking, seconds)
+            lease = self._take_slot(sid, contender, deadline, blocking, seconds, cancel)
         except BaseException:
             self._drop_contender(contender, c_lease)
             raise
@@ -226,15 +239,22 @@ class Semaphore:
         )
         return lease
 
-    def _take_slot(
-        self, sid: str, contender: Lock, deadline: float, blocking: bool, seconds: float | None
+    def _take_slot(  # noqa: PLR0917 - a private step of acquire
+        self,
+        sid: str,
+        contender: Lock,
+        deadline: float,
+        blocking: bool,
+        seconds: float | None,
+        cancel: Cancel | None,
     ) -> Lease | None:
         kv = self._mgr.consul.kv
         clock = self._mgr.clock
         for res in follow(
-            lambda index, wait: kv.list_with_meta(self.prefix, index=index, wait=wait),
+            lambda index, wait: kv.list_with_meta(self._dir, index=index, wait=wait, cancel=cancel),
             clock=clock,
             deadline=deadline if blocking else math.inf,
+            stop=cancel.event if cancel is not None else None,
         ):
             entries = res.value
             while True:
@@ -255,12 +275,14 @@ class Semaphore:
                         flags=CONSUL_SEMAPHORE_FLAGS,
                     )
                 # Lost a CAS race: read again at once.
-                entries = kv.list(self.prefix)
+                entries = kv.list(self._dir)
             if not blocking:
                 return None
             if clock.monotonic() >= deadline:
                 break
-        state = decode_semaphore(kv.list(self.prefix), self.lock_key, self.limit)
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled(f"semaphore {self.prefix!r}: cancelled")
+        state = decode_semaphore(kv.list(self._dir), self.lock_key, self.limit)
         raise LockTimeout(
             f"no slot of semaphore {self.prefix!r} within {seconds}s "
             f"({len(state.holders)}/{state.limit} held)"
@@ -310,7 +332,7 @@ class Semaphore:
         sid = slot.lease.session_id
         try:
             for res in follow(
-                lambda index, wait: kv.list_with_meta(self.prefix, index=index, wait=wait),
+                lambda index, wait: kv.list_with_meta(self._dir, index=index, wait=wait),
                 clock=self._mgr.clock,
                 stop=slot.stop,
                 max_wait=_MONITOR_WAIT,
@@ -369,7 +391,7 @@ class Semaphore:
         kv = self._mgr.consul.kv
         try:
             for _ in range(5):
-                entries = kv.list(self.prefix)
+                entries = kv.list(self._dir)
                 state = decode_semaphore(entries, self.lock_key, self.limit)
                 if sid not in state.listed:
                     return
@@ -394,7 +416,7 @@ class Semaphore:
 
     def holders(self) -> list[str]:
         """The session IDs holding a slot now (dead holders pruned)."""
-        entries = self._mgr.consul.kv.list(self.prefix)
+        entries = self._mgr.consul.kv.list(self._dir)
         return sorted(decode_semaphore(entries, self.lock_key, self.limit).holders)
 
     def close_for_manager(self) -> None:

@@ -39,16 +39,15 @@ from typing import Any
 
 from locksmith._cancel import Cancel
 from locksmith._config import ConnectionConfig
+from locksmith._deadline import WAIT_JITTER
 from locksmith._durations import parse_duration
 from locksmith._exceptions import ConfigurationError, ConsulUnavailable, TLSError, ValidationError
 
-__all__ = ["WAIT_JITTER", "Params", "RawResponse", "Transport", "blocking_timeout"]
+__all__ = ["Params", "RawResponse", "Transport", "blocking_timeout"]
 
 #: Query parameters, in order.
 Params = Sequence[tuple[str, str]]
 
-#: Consul adds up to wait/16 of random jitter to a blocking query's wait.
-WAIT_JITTER = 1 / 16
 #: Consul's wait when a blocking query names an index but no wait.
 _DEFAULT_WAIT = 300.0
 #: Consul's cap on a blocking query's wait.

@@ -49,6 +49,8 @@ MAX_VALUE_BYTES = 512 * 1024
 #: 1.8.7: the limit is on the whole body, not per value: a body of 524288 bytes passes (also
 #: when padded with spaces), 524289 bytes answer 413 "Request body(524289 bytes) too large".
 MAX_TXN_BODY_BYTES = 512 * 1024
+#: Consul 1.8's limit on the operations of one ``/v1/txn``.
+MAX_TXN_OPS = 64
 #: The largest value a one-operation txn ``lock`` (``kv.lock``) carries whatever the key and
 #: flags. Values travel base64-encoded (4 bytes per 3) in a body limited to
 #: MAX_TXN_BODY_BYTES, next to the JSON-escaped key, the flags and the session. Measured on
@@ -177,10 +179,15 @@ def check_prefix(value: object, field: str = "prefix") -> str:
     return value
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _check_path(value: str, field: str) -> None:
     """Refuse control characters and the segments Consul's HTTP router redirects (301)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise ValidationError(field, f"{value!r} contains control characters")
+    if "//" not in value and "." not in value and not value.startswith("/"):
+        return  # (the common case: no empty, "." or ".." segment is possible)
     segments = value.split("/")
     if segments[-1] == "" and len(segments) > 1:
         segments.pop()  # "dir/": a trailing slash is part of a legal key

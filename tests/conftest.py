@@ -71,3 +71,10 @@ def make_manager(consul_addr: str) -> Iterator[MakeManager]:
     for mgr in made:
         mgr.close()
         mgr.consul.close()
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Tests marked ``anyio`` (``tests/aio``) run on both of anyio's backends."""
+    backend: str = request.param
+    return backend

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from support import MakeManager, Proc, unique, wait_for
 
-from locksmith import Consul, ConsulUnavailable
-from locksmith._cancel import Cancel
+from locksmith import (
+    Cancel,
+    Cancelled,
+    Consul,
+    ConsulUnavailable,
+    Lease,
+    LockState,
+    ValidationError,
+)
 
 
 def test_cancel_cuts_a_blocking_query_short(consul: Consul, key: str) -> None:
@@ -43,3 +53,155 @@ def test_a_cancel_after_the_answer_touches_nothing(consul: Consul, key: str) -> 
     assert consul.open_connections == 1
     assert consul.kv.get(key) is not None
     assert consul.open_connections == 1
+
+
+# --------------------------------------------------------------------------- blocking calls
+
+
+def _cancel_after(seconds: float) -> Cancel:
+    cancel = Cancel()
+    timer = threading.Timer(seconds, cancel.cancel)
+    timer.daemon = True
+    timer.start()
+    return cancel
+
+
+def test_a_waiting_acquire_is_cancelled_and_leaves_nothing(
+    consul: Consul, key: str, make_manager: MakeManager
+) -> None:
+    holder, waiter = make_manager(), make_manager()
+    holder_lock = holder.lock(key)
+    held = holder_lock.acquire(timeout=10)
+    assert held is not None
+    lock = waiter.lock(key)
+    with pytest.raises(Cancelled):
+        lock.acquire(cancel=_cancel_after(0.3))  # no timeout: only the cancel ends it
+    assert lock.state is LockState.UNLOCKED and not lock.held
+    snap = waiter.snapshot()
+    assert snap.waiting == () and snap.held == () and snap.pending_releases == ()
+    entry = consul.kv.get(key)
+    assert entry is not None and entry.session == held.session_id  # untouched
+    # The manager goes on: the next acquire works once the key is free.
+    holder_lock.release(held)
+    assert lock.acquire(timeout=10) is not None
+    lock.release()
+
+
+def test_a_cancel_set_before_the_call_sends_nothing(key: str, make_manager: MakeManager) -> None:
+    mgr = make_manager()
+    cancel = Cancel()
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        mgr.lock(key).acquire(cancel=cancel)
+    with pytest.raises(Cancelled):
+        mgr.semaphore(key, 2).acquire(cancel=cancel)
+    assert not mgr.session_ids  # not even a session was created
+
+
+def test_only_a_cancel_object_is_taken(key: str, make_manager: MakeManager) -> None:
+    with pytest.raises(ValidationError, match=r"locksmith\.Cancel"):
+        make_manager().lock(key).acquire(cancel=threading.Event())  # type: ignore[arg-type]
+
+
+def test_a_cancelled_set_gives_back_what_it_took(
+    consul: Consul, prefix: str, make_manager: MakeManager
+) -> None:
+    a, b = make_manager(lock_delay=0), make_manager(lock_delay=0)
+    keys = [f"{prefix}/k{i:03d}" for i in range(100)]
+    assert b.lock(keys[-1]).acquire(timeout=10) is not None
+    with pytest.raises(Cancelled):
+        a.lock_many(keys).acquire(cancel=_cancel_after(0.5))
+    sid = a.session()
+    wait_for(
+        lambda: all(e.session != sid for e in consul.kv.list(prefix + "/")), 10, "the rollback"
+    )
+
+
+def test_a_cancelled_semaphore_wait_deletes_its_contender_key(
+    consul: Consul, prefix: str, make_manager: MakeManager
+) -> None:
+    a, b = make_manager(), make_manager()
+    assert a.semaphore(prefix, 1).acquire(timeout=10) is not None
+    sem = b.semaphore(prefix, 1)
+    with pytest.raises(Cancelled):
+        sem.acquire(cancel=_cancel_after(0.3))
+    assert not sem.held
+    contender = b.companion().session()
+    wait_for(
+        lambda: consul.kv.get(f"{prefix}/{contender}") is None, 10, "the contender key deleted"
+    )
+
+
+def test_a_cancelled_campaign_and_run(key: str, make_manager: MakeManager) -> None:
+    leader, candidate = make_manager(), make_manager()
+    leading = leader.election(key)
+    assert leading.campaign(timeout=10) is not None
+    election = candidate.election(key)
+    with pytest.raises(Cancelled):
+        election.campaign(cancel=_cancel_after(0.3))
+    with pytest.raises(Cancelled):
+        election.run(lambda lease, stop: None, cancel=_cancel_after(0.3))
+    assert not election.is_leader
+    # While leading: the cancel reaches fn's stop event, and leadership is resigned.
+    assert leading.resign()
+    cancel = Cancel()
+
+    def work(lease: Lease, stop: threading.Event) -> str:
+        threading.Timer(0.2, cancel.cancel).start()
+        return "stopped" if stop.wait(20) else "not stopped"
+
+    assert election.run(work, cancel=cancel) == "stopped"
+    assert not election.is_leader and election.leader() is None
+
+
+def test_observe_ends_at_once_when_cancelled(key: str, make_manager: MakeManager) -> None:
+    election = make_manager().election(key)
+    cancel = Cancel()
+    seen: list[object] = []
+    started = time.monotonic()
+    for info in election.observe(cancel=cancel):
+        seen.append(info)
+        cancel.cancel()  # the next blocking query is cut short, not waited out (60 s)
+    assert seen == [None]
+    assert time.monotonic() - started < 30
+    with pytest.raises(ValidationError, match="not both"):
+        next(iter(election.observe(stop=threading.Event(), cancel=Cancel())))
+
+
+SIGTERM_CHILD = """
+import json, signal, sys
+from locksmith import Cancel, Cancelled, Consul, LockManager
+
+cancel = Cancel()
+signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
+with LockManager(Consul(sys.argv[1]), name=sys.argv[3]) as mgr:
+    election = mgr.election(sys.argv[2])
+    print(json.dumps({"event": "campaigning"}), flush=True)
+    try:
+        election.campaign(cancel=cancel)
+        print(json.dumps({"event": "elected"}), flush=True)
+    except Cancelled:
+        print(json.dumps({"event": "cancelled"}), flush=True)
+"""
+
+
+def test_sigterm_ends_a_campaign_and_leaves_no_session(
+    consul: Consul, consul_addr: str, key: str, make_manager: MakeManager, tmp_path: Path
+) -> None:
+    leader = make_manager()
+    held = leader.election(key).campaign(timeout=10)
+    script = tmp_path / "campaign.py"
+    script.write_text(SIGTERM_CHILD)
+    name = unique("sigterm-candidate")
+    proc = Proc.python(str(script), consul_addr, key, name)
+    try:
+        proc.wait_event(lambda e: e["event"] == "campaigning", 20, "campaigning")
+        wait_for(lambda: any(s.name == name for s in consul.sessions.list()), 10, "its session")
+        proc.signal(signal.SIGTERM)
+        proc.wait_event(lambda e: e["event"] == "cancelled", 10, "cancelled")
+        assert proc.popen.wait(10) == 0
+    finally:
+        proc.stop()
+    assert not any(s.name == name for s in consul.sessions.list())  # destroyed on the way out
+    entry = consul.kv.get(key)
+    assert entry is not None and entry.session == held.session_id

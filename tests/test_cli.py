@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
+import subprocess
 import threading
 import time
 import uuid
@@ -40,7 +42,16 @@ from locksmith import (
 )
 from locksmith import _cli as cli
 from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE
+from locksmith._cli._cleanup import (
+    Cleanup,
+    delete_if_unchanged,
+    destroy_lock_key,
+    destroy_semaphore_key,
+)
+from locksmith._cli._hold import HOLD_FIELDS
+from locksmith._cli._status import HOLDER_FIELDS, STATUS_EVENT, STATUS_FIELDS, WaitingStatus
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
+from locksmith.testing import find_consul
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 SECRET = "5f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
@@ -189,6 +200,50 @@ def test_docs_cli_md_lists_every_exit_code_and_json_field() -> None:
         assert f"| {code} " in text, f"exit code {code} not documented"
     for field in (*cli.SESSION_FIELDS, *cli.META_FIELDS, *cli.LOCK_FIELDS, *cli.LEADER_FIELDS):
         assert f"`{field}`" in text, f"JSON field {field} not documented"
+    for field in (*STATUS_FIELDS, *HOLDER_FIELDS, *HOLD_FIELDS):
+        assert f"`{field}`" in text, f"waiting status or hold field {field} not documented"
+    assert f"`{STATUS_EVENT}`" in text
+
+
+COMPARISON = DOCS.with_name("comparison.md")
+
+
+def _consul_lock_flags() -> list[str]:
+    """Every flag ``consul lock -h`` lists (e.g. ``-shell``, ``-http-addr``)."""
+    proc = subprocess.run(
+        [str(find_consul()), "lock", "-h"], capture_output=True, text=True, timeout=60, check=False
+    )
+    flags = re.findall(r"^  (-[a-z][a-z-]*)", proc.stdout + proc.stderr, re.M)
+    assert "-shell" in flags and "-child-exit-code" in flags, proc.stdout + proc.stderr
+    return flags
+
+
+def _migration_section() -> str:
+    text = COMPARISON.read_text(encoding="utf-8")
+    match = re.search(r"^## Migrating from `consul lock`\n(.*?)(?=^## )", text, re.M | re.S)
+    assert match, "docs/comparison.md has no '## Migrating from `consul lock`' section"
+    return match.group(1)
+
+
+def test_migration_from_consul_lock_maps_every_consul_lock_flag() -> None:
+    section = _migration_section()
+    rows = [line for line in section.splitlines() if line.startswith("| `-")]
+    mapped = {flag for row in rows for flag in re.findall(r"`(-[a-z][a-z-]*)", row.split("|")[1])}
+    missing = [flag for flag in _consul_lock_flags() if flag not in mapped]
+    assert not missing, f"consul lock flags without a locksmith equivalent in the table: {missing}"
+    # The difference that bites first: consul lock runs COMMAND through a shell by default.
+    assert "--shell" in section and "$SHELL" in section
+    assert "-child-exit-code" in section
+
+
+def test_migration_names_only_real_locksmith_options() -> None:
+    parser = dict(_walk(cli.build_parser()))[("run",)]
+    known = set(_options(parser)) | set(GLOBAL_OPTIONS)
+    named = set(re.findall(r"`(--?[a-z][a-z-]*)", _migration_section()))
+    consul_flags = set(_consul_lock_flags())
+    unknown = sorted(o for o in named if o.startswith("--") and o not in known)
+    unknown += sorted(o for o in named if not o.startswith("--") and o not in consul_flags | known)
+    assert not unknown, f"options in the migration section that neither tool has: {unknown}"
 
 
 def test_exit_codes_match_the_child_module() -> None:
@@ -270,6 +325,56 @@ def test_run_without_command_is_a_usage_error(run: Run) -> None:
     code, _, err = run("run", "some/prefix")
     assert code == 64
     assert "COMMAND is missing" in err
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("not-on-path", 127, "COMMAND not found: 'no-such-cmd-xyz'"),
+        ("missing-path", 127, "COMMAND not found: "),
+        ("not-executable", 126, "COMMAND is not executable: "),
+        ("directory", 126, "COMMAND is not executable: "),
+        ("on-path-not-executable", 126, "COMMAND is not executable: "),
+    ],
+    ids=lambda case: case[0],
+)
+def test_missing_or_unexecutable_command_exits_before_any_request(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: tuple[str, int, str]
+) -> None:
+    kind, code, message = case
+    plain = tmp_path / "plain.sh"
+    plain.write_text("#!/bin/sh\nexit 0\n")
+    plain.chmod(0o644)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    command = {
+        "not-on-path": "no-such-cmd-xyz",
+        "missing-path": str(tmp_path / "nope"),
+        "not-executable": str(plain),
+        "directory": str(tmp_path),
+        "on-path-not-executable": "plain.sh",
+    }[kind]
+    # Port 1 is closed: a request would give 69 (or 75 after --timeout), so 126/127 proves
+    # the command was looked at before anything talked to Consul.
+    for what in (["run", "p"], ["elect", "k", "--value", "v"]):
+        got, _out, err = run(
+            "--address", "127.0.0.1:1", *what, "--timeout", "20s", "--", command, "x"
+        )
+        assert got == code, err
+        assert err.strip().splitlines() == [err.strip()]
+        assert err.startswith(f"locksmith: error: {message}"), err
+
+
+def test_shell_mode_needs_bin_sh_before_any_request(
+    run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from locksmith._cli import _run
+
+    monkeypatch.setattr(_run, "SHELL", str(tmp_path / "no-sh"))
+    code, _out, err = run(
+        "--address", "127.0.0.1:1", "run", "--shell", "--timeout", "20s", "p", "--", "true"
+    )
+    assert code == 127, err
+    assert "--shell needs" in err and "no-sh" in err
 
 
 # -- connection errors and the token -------------------------------------------------------
@@ -660,6 +765,65 @@ def test_leader_none_then_current_leader(run: Run, consul: Consul) -> None:
     consul.kv.delete(key)
 
 
+# -- PREFIX/.lock cleanup ------------------------------------------------------------------
+def test_destroy_lock_key_only_when_nobody_holds_it(consul: Consul) -> None:
+    prefix = unique("cli-destroy-lock")
+    key = f"{prefix}/.lock"
+    with LockManager(consul, name=unique("holder"), lock_delay=0) as mgr:
+        lock = mgr.consul_lock(prefix)
+        lease = lock.acquire(timeout=10)
+        assert lease is not None
+        assert destroy_lock_key(consul, prefix) is Cleanup.IN_USE
+        entry = consul.kv.get(key)
+        assert entry is not None and entry.session == lease.session_id
+        lock.release()
+    assert destroy_lock_key(consul, prefix) is Cleanup.DELETED
+    assert consul.kv.get(key) is None
+    assert destroy_lock_key(consul, prefix) is Cleanup.ABSENT
+    consul.kv.put(key, b"someone else's", flags=7)
+    assert destroy_lock_key(consul, prefix) is Cleanup.FOREIGN
+    assert consul.kv.get(key) is not None
+    consul.kv.delete(key)
+
+
+def test_the_delete_is_a_check_and_set_that_spares_a_new_holder(
+    consul: Consul, new_session: Callable[..., str]
+) -> None:
+    key = f"{unique('cli-destroy-cas')}/.lock"
+    consul.kv.put(key, b"", flags=CONSUL_LOCK_FLAGS)
+    free = consul.kv.get(key)
+    assert free is not None and free.session is None
+    sid = new_session(lock_delay="0s")
+    assert consul.kv.put(key, b"", flags=CONSUL_LOCK_FLAGS, acquire=sid)  # taken after the read
+    assert delete_if_unchanged(consul, key, free.modify_index, 10.0) is False
+    entry = consul.kv.get(key)
+    assert entry is not None and entry.session == sid
+    consul.kv.put(key, b"", release=sid)
+    consul.kv.delete(key)
+
+
+def test_destroy_semaphore_key_only_without_holders_or_contenders(
+    consul: Consul, new_session: Callable[..., str]
+) -> None:
+    prefix = unique("cli-destroy-sem")
+    key = f"{prefix}/.lock"
+    with LockManager(consul, name=unique("holder"), lock_delay=0) as mgr:
+        sem = mgr.semaphore(prefix, 2)
+        assert sem.acquire(timeout=10) is not None
+        assert destroy_semaphore_key(consul, prefix) is Cleanup.IN_USE
+        sem.release()
+        assert destroy_semaphore_key(consul, prefix) is Cleanup.DELETED
+    assert consul.kv.list(f"{prefix}/") == []
+    # A contender waiting for a slot (its key held, not listed in .lock) keeps .lock too.
+    sid = new_session(behavior="delete", lock_delay="0s")
+    assert consul.kv.put(f"{prefix}/{sid}", b"", flags=CONSUL_SEMAPHORE_FLAGS, acquire=sid)
+    consul.kv.put(key, b'{"Limit":2,"Holders":{}}', flags=CONSUL_SEMAPHORE_FLAGS)
+    assert destroy_semaphore_key(consul, prefix) is Cleanup.IN_USE
+    consul.sessions.destroy(sid)  # Behavior=delete: its contender key goes with it
+    assert destroy_semaphore_key(consul, prefix) is Cleanup.DELETED
+    assert consul.kv.list(f"{prefix}/") == []
+
+
 # -- waiting status ------------------------------------------------------------------------
 class _Tty(io.StringIO):
     def isatty(self) -> bool:
@@ -675,19 +839,14 @@ def test_waiting_status_shows_holder_name_and_node(consul: Consul, tty: bool) ->
         lock = mgr.lock(key)
         assert lock.acquire(timeout=10) is not None
         done = threading.Event()
-        display = cli._HolderDisplay(
-            consul,
-            key,
-            semaphore_prefix=None,
-            is_done=done.is_set,
-            own=set,
-            stream=stream,
+        status = WaitingStatus(
+            consul, key, is_done=done.is_set, own=set, stream=stream, show_after=0.0
         ).start()
         deadline = time.monotonic() + 20
         while name not in stream.getvalue() and time.monotonic() < deadline:
             time.sleep(0.05)
         done.set()
-        display.stop()
+        status.stop()
         lock.release()
     text = stream.getvalue()
     assert name in text
@@ -699,3 +858,16 @@ def test_waiting_status_shows_holder_name_and_node(consul: Consul, tty: bool) ->
         assert "\r" not in text
         assert text.startswith("locksmith: waiting")
     consul.kv.delete(key)
+
+
+def test_waiting_status_shows_nothing_when_nothing_blocks(consul: Consul) -> None:
+    key = unique("cli-status-free") + "/.lock"
+    stream = io.StringIO()
+    done = threading.Event()
+    status = WaitingStatus(
+        consul, key, is_done=done.is_set, own=set, stream=stream, show_after=0.0
+    ).start()
+    time.sleep(1.0)  # several checks of a free key
+    done.set()
+    status.stop()
+    assert stream.getvalue() == ""

@@ -25,6 +25,7 @@ from locksmith._core import (
     plan_watches,
     settle_reason,
 )
+from locksmith._deadline import MAX_BLOCKING_WAIT, WAIT_JITTER, query_wait
 from locksmith._states import (
     AttemptPhase,
     InvalidTransition,
@@ -398,3 +399,12 @@ def test_a_finished_attempt_goes_nowhere(new: AttemptPhase) -> None:
     else:
         with pytest.raises(InvalidTransition):
             advance(AttemptPhase.DONE, new)
+
+
+def test_query_wait_leaves_room_for_consuls_jitter() -> None:
+    # Consul may answer wait * 17/16 after the request: that must still be by the deadline.
+    assert query_wait(0.0, 17.0) == pytest.approx(16.0)
+    assert query_wait(5.0, 5.0 + 1.0) * (1 + WAIT_JITTER) == pytest.approx(1.0)
+    assert query_wait(0.0, 1e6) == MAX_BLOCKING_WAIT
+    assert query_wait(0.0, 1e6, max_wait=2.0) == 2.0
+    assert query_wait(10.0, 9.0) == 0.001  # past: the shortest wait, never zero or negative

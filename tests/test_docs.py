@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import logging
 import os
 import re
 import subprocess
@@ -200,10 +201,15 @@ def test_sample_runs(
     code = compile(block.code, f"<{block.id}>", "exec")
     namespace: dict[str, Any] = {"__name__": "__docs_sample__"}
     logging_config = structlog.get_config()  # a sample may configure logging, as apps do
+    loggers = [logging.getLogger(), logging.getLogger("locksmith")]
+    saved = [(lg.level, list(lg.handlers)) for lg in loggers]
     try:
         exec(code, namespace)
     finally:
         structlog.configure(**logging_config)
+        for lg, (level, handlers) in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
     # A sample that is a pytest test module: call its tests with the fixtures pytest would pass.
     fixtures = {"consul_addr": consul_addr, "consul_agent": consul_agent}
     for name, fn in list(namespace.items()):

@@ -25,12 +25,24 @@ def test_every_exported_name_exists() -> None:
 
 
 def test_no_public_name_is_left_out() -> None:
+    for name in locksmith.__all__:
+        getattr(locksmith, name)  # load the lazy ones
     public = {
         name
         for name, value in vars(locksmith).items()
         if not name.startswith("_") and not isinstance(value, type(locksmith))
     }
     assert public - set(locksmith.__all__) == set()
+
+
+def test_lazy_names_are_exactly_the_exported_ones() -> None:
+    lazy = set(locksmith._LAZY)
+    eager = {n for n in locksmith.__all__ if n not in lazy}
+    assert lazy <= set(locksmith.__all__)
+    assert all(issubclass(getattr(locksmith, n), Exception) for n in eager)
+    assert sorted(dir(locksmith)) == dir(locksmith) and set(locksmith.__all__) <= set(
+        dir(locksmith)
+    )
 
 
 def test_exported_objects_claim_a_public_home() -> None:
@@ -45,4 +57,20 @@ def test_exported_objects_claim_a_public_home() -> None:
 
 def test_only_private_modules_besides_the_documented_ones() -> None:
     public_modules = {m.name for m in pkgutil.iter_modules(locksmith.__path__)}
-    assert {m for m in public_modules if not m.startswith("_")} <= {"aio", "testing", "demo"}
+    assert {m for m in public_modules if not m.startswith("_")} <= {
+        "aio",
+        "demo",
+        "prometheus",
+        "testing",
+    }
+
+
+def test_the_async_surface_is_sorted_complete_and_importable() -> None:
+    from locksmith import aio
+
+    assert aio.__all__ == sorted(aio.__all__, key=_isort_key)
+    assert all(hasattr(aio, name) for name in aio.__all__)
+    public = {
+        n for n, v in vars(aio).items() if not n.startswith("_") and not isinstance(v, type(aio))
+    }
+    assert public - set(aio.__all__) == set()

@@ -34,7 +34,6 @@ from locksmith.testing import (
 from locksmith.testing import _agent as agent_mod
 from locksmith.testing import _binary as binary_mod
 from locksmith.testing._agent import http_get
-from locksmith.testing.plugin import ExternalConsul
 
 # --------------------------------------------------------------------------- helpers
 
@@ -381,36 +380,10 @@ def test_consul_agent_fixture(consul_agent: ConsulAgent, consul_addr: str) -> No
     assert status == 200
 
 
-def test_external_consul_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "tok")
-    ext = ExternalConsul.from_env("https://consul.invalid:8501")
-    assert (ext.http_addr, ext.http_url, ext.acl_master_token) == (
-        "consul.invalid:8501",
-        "https://consul.invalid:8501",
-        "tok",
-    )
-    assert ExternalConsul.from_env("127.0.0.1:8500").http_url == "http://127.0.0.1:8500"
-
-
-def test_fixture_uses_consul_http_addr(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, consul_addr: str
-) -> None:
-    monkeypatch.setenv("CONSUL_HTTP_ADDR", consul_addr)
-    monkeypatch.setenv("CONSUL_BIN", "/nonexistent/consul")  # proves nothing gets started
-    pytester.makepyfile(
-        f"""
-        def test_it(consul_agent, consul_addr):
-            assert type(consul_agent).__name__ == "ExternalConsul"
-            assert consul_addr == {consul_addr!r}
-        """
-    )
-    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
-
-
 def test_missing_binary_fails_not_skips(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("CONSUL_HTTP_ADDR", raising=False)
+    monkeypatch.delenv("LOCKSMITH_TEST_CONSUL_ADDR", raising=False)
     monkeypatch.setenv("CONSUL_BIN", "/nonexistent/consul")
     pytester.makepyfile("def test_it(consul_agent):\n    pass\n")
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")

@@ -21,20 +21,22 @@ LAYERS: list[set[str]] = [
     {"_exceptions", "_states", "_compat", "_backoff", "_deadline", "_clock", "_log", "_cancel"},
     {"_durations"},
     {"_validate", "_config"},
-    {"_models", "_lease", "_core"},
+    {"_models", "_lease", "_core", "_stats"},
     {"_transport"},
     {"_error_map", "_adapter"},
     {"_endpoints"},
     {"_client", "_follow"},
     {"_protocol"},
     {"_machine"},  # the sans-IO state machine
+    {"_settings"},
     {"_engine"},  # the threads that run it
-    {"_lock"},
+    {"_fencing"},
+    {"_lock", "_lockset"},
     {"_ports"},
     {"_election", "_semaphore", "_singleton", "_registration", "_child"},  # recipes
     {"_manager"},
-    {"aio"},  # the async client (and front-ends) on top of the sync layers; optional (anyio)
-    {"__init__", "__main__", "_cli", "testing", "demo"},
+    {"aio"},  # the asyncio front-end: the same machine, the async client, async recipes
+    {"__init__", "__main__", "_cli", "testing", "demo", "prometheus"},
 ]
 
 #: The state machine and everything it imports must not touch threads, sockets, time or the OS.

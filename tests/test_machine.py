@@ -17,6 +17,7 @@ from locksmith import (
     BadRequest,
     ConsulUnavailable,
     Lease,
+    LeaseSet,
     LockConflict,
     LockDelayEvent,
     LockState,
@@ -31,11 +32,12 @@ from locksmith import (
     WatchTarget,
 )
 from locksmith._backoff import Backoff
-from locksmith._machine import MAX_TXN_OPS, LockMachine, MachineConfig
+from locksmith._machine import LockMachine, MachineConfig
 from locksmith._models import KVEntry
 from locksmith._protocol import (
     CLEANER,
     RENEWER,
+    AcquireManyRequested,
     AcquireRequested,
     AdoptSession,
     AttemptAborted,
@@ -54,16 +56,20 @@ from locksmith._protocol import (
     KeyWritten,
     LeaseEnded,
     Log,
+    ManyApplied,
     Notify,
     ReadHolder,
     ReadKey,
     ReleaseAnswered,
     ReleaseItem,
+    ReleaseManyRequested,
+    ReleaseOutcome,
     ReleaseRequested,
     Renew,
     RenewAnswered,
     RequestFailed,
     SendAcquire,
+    SendAcquireMany,
     SendRelease,
     SessionCreated,
     SessionWanted,
@@ -77,6 +83,7 @@ from locksmith._protocol import (
     Woke,
 )
 from locksmith._states import AttemptPhase, InvalidTransition, advance
+from locksmith._validate import MAX_TXN_OPS
 
 SID = "11111111-1111-1111-1111-111111111111"
 SID2 = "22222222-2222-2222-2222-222222222222"
@@ -752,3 +759,228 @@ def test_an_ambiguous_acquire_is_released_again_once_its_answer_cannot_land_any_
     r.send(ReleaseAnswered(CLEANER, second.step, ("released",)))
     assert r.m.snapshot(r.now).pending_releases == ()
     assert "lock.cleanup_released" in r.logs()
+
+
+# --------------------------------------------------------------------------- sets (lock_many)
+
+
+def _many(r: Rig, actor: int, keys: tuple[str, ...], *, lock_id: int = 7, index: int = 200,
+          deadline: float = INF) -> LeaseSet:  # fmt: skip
+    """A whole uncontended set acquire: every batch applied."""
+    r.send(AcquireManyRequested(actor, lock_id, keys, b"v", deadline, True))
+    if any(isinstance(c, CreateSession) for c in r.out):
+        r.session(actor)
+    while True:
+        send = r.one(SendAcquireMany, actor)
+        assert len(send.keys) <= MAX_TXN_OPS and send.sid == SID
+        r.send(ManyApplied(actor, send.step, tuple(entry(k, SID, index) for k in send.keys)))
+        index += 1
+        done = [c for c in r.out if isinstance(c, Finish) and c.actor == actor]
+        if done:
+            assert isinstance(done[0].result, LeaseSet)
+            return done[0].result
+
+
+def test_a_set_goes_in_sorted_batches_of_64_with_one_token() -> None:
+    r = Rig()
+    keys = tuple(sorted(f"s/{i:03d}" for i in range(150)))
+    r.send(AcquireManyRequested(1, 7, keys, b"v", INF, True))
+    r.session(1)
+    sizes = []
+    index = 300
+    while True:
+        send = r.one(SendAcquireMany, 1)
+        sizes.append(send.keys)
+        r.send(ManyApplied(1, send.step, tuple(entry(k, SID, index) for k in send.keys)))
+        index += 1
+        if any(isinstance(c, Finish) for c in r.out):
+            break
+    assert [len(b) for b in sizes] == [64, 64, 22]
+    assert sum(sizes, ()) == keys  # in order, each key once
+    ls = r.one(Finish, 1).result
+    assert isinstance(ls, LeaseSet) and ls.keys == keys and ls.fencing_token == 302
+    assert [lease.fencing_token for lease in ls.leases[:64]] == [300] * 64
+    assert r.m.set_of(7, keys[0], r.now) is ls and r.m.lock_state(7) is LockState.HELD
+    assert "locks.acquired" in r.logs()
+    watch = r.one(Watch)
+    assert watch.target is not None and watch.target.covers("s/000")
+
+
+def test_a_refused_batch_waits_for_the_refused_key_then_resends_that_batch() -> None:
+    r = Rig()
+    keys = tuple(f"s/{i:03d}" for i in range(70))
+    r.send(AcquireManyRequested(1, 7, keys, b"v", INF, True))
+    r.session(1)
+    first = r.one(SendAcquireMany, 1)
+    r.send(ManyApplied(1, first.step, tuple(entry(k, SID, 10) for k in first.keys)))
+    second = r.one(SendAcquireMany, 1)
+    assert second.keys == keys[64:]
+    r.send(TxnRefused(1, second.step, "s/066"))
+    read = r.one(ReadKey, 1)
+    assert read.key == "s/066"
+    r.send(KeyRead(1, read.step, entry("s/066", OTHER, 11), 11))
+    r.send(HolderRead(1, r.one(ReadHolder, 1).step, OTHER, 15.0))
+    assert r.m.snapshot(r.now).waiting == ("s/066",)  # the first batch stays taken
+    watch = r.one(Watch)
+    r.send(WatchSaw(watch.slot, watch.gen, (entry("s/066", None, 12),), 12))
+    again = r.one(SendAcquireMany, 1)
+    assert again.keys == keys[64:]
+
+
+def test_a_set_that_gives_up_gives_back_what_it_took() -> None:
+    r = Rig()
+    keys = tuple(f"s/{i:03d}" for i in range(70))
+    r.send(AcquireManyRequested(1, 7, keys, b"v", 1010.0, True))
+    r.session(1)
+    first = r.one(SendAcquireMany, 1)
+    r.send(ManyApplied(1, first.step, tuple(entry(k, SID, 10) for k in first.keys)))
+    second = r.one(SendAcquireMany, 1)
+    r.send(TxnRefused(1, second.step, "s/065"))
+    r.send(KeyRead(1, r.one(ReadKey, 1).step, entry("s/065", OTHER, 11), 11))
+    r.send(HolderRead(1, r.one(ReadHolder, 1).step, OTHER, 15.0))
+    sleep = r.latest(Sleep, 1)
+    r.at(1010.0).send(Woke(1, sleep.step))
+    assert isinstance(r.one(Finish, 1).result, LockTimeout)
+    # The cleaner gives the first batch back at once, in one transaction.
+    rel = r.one(SendRelease, CLEANER)
+    assert [it.key for it in rel.items] == list(keys[:64])
+    assert r.m.lock_state(7) is LockState.UNLOCKED and not r.m.held_leases(r.now)
+
+
+def test_an_aborted_set_gives_back_its_batch_in_flight_and_what_it_took() -> None:
+    r = Rig()
+    keys = tuple(f"s/{i:03d}" for i in range(70))
+    r.send(AcquireManyRequested(1, 7, keys, b"v", INF, True))
+    r.session(1)
+    first = r.one(SendAcquireMany, 1)
+    r.send(ManyApplied(1, first.step, tuple(entry(k, SID, 10) for k in first.keys)))
+    r.one(SendAcquireMany, 1)
+    r.send(AttemptAborted(1))  # Ctrl-C while the second batch is in flight
+    pending = {it.key for it in r.m.pending_releases()} | {
+        it.key for it in r.one(SendRelease, CLEANER).items
+    }
+    assert pending == set(keys)
+
+
+def test_local_callers_of_a_key_of_the_set_wait_for_the_set_and_vice_versa() -> None:
+    r = Rig()
+    lease = r.acquire(1, "s/002")  # a single lock of this process holds one key
+    r.send(AcquireManyRequested(2, 7, ("s/001", "s/002", "s/003"), b"v", INF, True))
+    r.none(SendAcquireMany)
+    assert r.m.snapshot(r.now).queued == ("s/002",)
+    assert r.release(3, lease) is True
+    send = r.one(SendAcquireMany, 2)
+    assert send.keys == ("s/001", "s/002", "s/003")
+    r.send(ManyApplied(2, send.step, tuple(entry(k, SID, 150) for k in send.keys)))
+    ls = r.one(Finish, 2).result
+    assert isinstance(ls, LeaseSet)
+    r.send(AcquireRequested(4, 1, "s/003", b"v", 0, INF, True))
+    r.none(SendAcquire)  # queued behind the set
+
+
+def test_losing_one_key_loses_the_set_once_and_gives_back_the_others() -> None:
+    r = Rig()
+    ls = _many(r, 1, ("s/a", "s/b", "s/c"))
+    watch = r.one(Watch)
+    # s/b was deleted by someone: confirmed from the leader.
+    r.send(WatchSaw(watch.slot, watch.gen, (entry("s/a", SID, 200), entry("s/c", SID, 200)), 300))
+    confirm = r.one(Confirm)
+    assert confirm.keys == ("s/b",)
+    r.send(Confirmed(confirm.slot, confirm.gen, SID, {"s/b": None}, True, r.now, 15.0))
+    (loss,) = losses(r.out)
+    assert loss.key == "s/b" and loss.keys == ("s/a", "s/b", "s/c")
+    assert loss.reason is LossReason.KEY_DELETED
+    assert {c.lease.key for c in r.out if isinstance(c, LeaseEnded)} == {"s/a", "s/b", "s/c"}
+    assert r.m.set_of(7, "s/a", r.now) is None and r.m.lock_state(7) is LockState.LOST
+    rel = r.one(SendRelease, CLEANER)
+    assert sorted(it.key for it in rel.items) == ["s/a", "s/c"]  # still ours: given back
+    assert ls.fencing_token == 200
+
+
+def test_a_session_loss_is_one_event_for_the_set() -> None:
+    r = Rig()
+    _many(r, 1, ("s/a", "s/b"))
+    r.one(Watch)
+    wake = r.latest(Sleep, RENEWER)
+    r.at(1005.0).send(Woke(RENEWER, wake.step))
+    r.at(1006.0).send(RenewAnswered(SID, None, gone=True))
+    (loss,) = losses(r.out)
+    assert loss.keys == ("s/a", "s/b") and loss.reason is LossReason.SESSION_INVALIDATED
+    assert r.m.lock_state(7) is LockState.LOST
+
+
+def test_a_set_release_is_answered_when_every_batch_is_through() -> None:
+    r = Rig()
+    keys = tuple(f"s/{i:03d}" for i in range(100))
+    ls = _many(r, 1, keys)
+    r.send(ReleaseManyRequested(2, 7, keys[0], ls))
+    assert len([c for c in r.out if isinstance(c, LeaseEnded)]) == 100
+    r.none(Finish, 2)
+    assert r.m.lock_state(7) is LockState.RELEASING
+    first = r.one(SendRelease, CLEANER)
+    assert len(first.items) == 64
+    r.send(ReleaseAnswered(CLEANER, first.step, ("released",) * 64))
+    r.none(Finish, 2)
+    second = r.one(SendRelease, CLEANER)
+    done: tuple[ReleaseOutcome, ...] = tuple("released" for _ in second.items)
+    r.send(ReleaseAnswered(CLEANER, second.step, done))
+    assert r.one(Finish, 2).result is True
+    assert r.m.lock_state(7) is LockState.UNLOCKED
+    r.send(ReleaseManyRequested(3, 7, keys[0], None))
+    assert isinstance(r.one(Finish, 3).result, NotHeld)
+
+
+def test_a_set_release_that_finds_a_key_gone_is_a_loss() -> None:
+    r = Rig()
+    ls = _many(r, 1, ("s/a", "s/b"))
+    r.send(ReleaseManyRequested(2, 7, "s/a", ls))
+    rel = r.one(SendRelease, CLEANER)
+    r.send(ReleaseAnswered(CLEANER, rel.step, ("released", "not_held")))
+    assert r.one(Finish, 2).result is False
+    (loss,) = losses(r.out)
+    assert loss.keys == ("s/a", "s/b") and loss.reason is LossReason.RELEASED_BY_OTHER
+    assert r.m.lock_state(7) is LockState.UNLOCKED
+
+
+def test_a_set_release_that_cannot_reach_consul_is_deferred() -> None:
+    r = Rig()
+    ls = _many(r, 1, ("s/a", "s/b"))
+    r.send(ReleaseManyRequested(2, 7, "s/a", ls))
+    rel = r.one(SendRelease, CLEANER)
+    r.send(RequestFailed(CLEANER, rel.step, ConsulUnavailable("down")))
+    assert r.one(Finish, 2).result is True  # given up either way; the cleaner goes on
+    assert {it.key for it in r.m.pending_releases()} == {"s/a", "s/b"}
+
+
+def test_a_no_op_batch_is_given_back_and_taken_again() -> None:
+    r = Rig()
+    r.acquire(1, "s/a", index=100)
+    r.m._floor["s/b"] = 150  # an earlier hold of s/b whose loss was only presumed
+    r.send(AcquireManyRequested(2, 7, ("s/b", "s/c"), b"v", INF, True))
+    send = r.one(SendAcquireMany, 2)
+    r.send(ManyApplied(2, send.step, (entry("s/b", SID, 150), entry("s/c", SID, 160))))
+    undo = r.one(SendRelease, 2)
+    assert [it.key for it in undo.items] == ["s/b", "s/c"]
+    r.send(ReleaseAnswered(2, undo.step, ("released", "released")))
+    again = r.one(SendAcquireMany, 2)
+    r.send(ManyApplied(2, again.step, (entry("s/b", SID, 170), entry("s/c", SID, 170))))
+    ls = r.one(Finish, 2).result
+    assert isinstance(ls, LeaseSet) and ls.fencing_token == 170
+
+
+def test_close_releases_a_set_with_everything_else() -> None:
+    r = Rig()
+    keys = tuple(f"s/{i:03d}" for i in range(70))
+    _many(r, 1, keys)
+    r.send(CloseRequested(9, 1100.0))
+    released: list[str] = []
+    while True:
+        rels = [c for c in r.out if isinstance(c, SendRelease)]
+        if not rels:
+            break
+        rel = rels[0]
+        released.extend(it.key for it in rel.items)
+        outcomes: tuple[ReleaseOutcome, ...] = tuple("released" for _ in rel.items)
+        r.send(ReleaseAnswered(rel.actor, rel.step, outcomes))
+    assert sorted(released) == list(keys)
+    assert r.m.lock_state(7) is LockState.UNLOCKED

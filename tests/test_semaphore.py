@@ -171,3 +171,20 @@ time.sleep(600)
             assert sem.held
     finally:
         p.stop()
+
+
+def test_sibling_prefix_is_not_read_as_part_of_the_semaphore(consul: Consul, prefix: str) -> None:
+    """``P/enc`` must not read ``P/encoders/...``: a session alive there is no holder here."""
+    with ExitStack() as stack:
+        a, b = _managers(stack, consul, 2)
+        sibling = a.lock(f"{prefix}/encoders/x")
+        held = sibling.acquire(timeout=10)
+        assert held is not None
+        # A stale holder entry naming a's session, whose only key under P/enc is gone.
+        stale = json.dumps({"Limit": 1, "Holders": {held.session_id: True}})
+        assert consul.kv.put(f"{prefix}/enc/.lock", stale, flags=CONSUL_SEMAPHORE_FLAGS)
+        sem = b.semaphore(f"{prefix}/enc", 1)
+        assert sem.holders() == []
+        lease = sem.acquire(timeout=5)
+        assert lease is not None and sem.holders() == [lease.session_id]
+        sem.release()

@@ -1,5 +1,5 @@
 # PYTHON_ARGCOMPLETE_OK: argcomplete's global completion looks for this marker.
-"""The ``locksmith`` command line: sessions, locks, ``run``, ``elect`` and ``leader``.
+"""The ``locksmith`` command line: sessions, locks, ``run``, ``hold``, ``elect``, ``leader``.
 
 The console script ``locksmith = "locksmith._cli:main"`` and ``python -m locksmith`` both
 call :func:`main`. The package is split by responsibility; lower modules never import
@@ -10,11 +10,20 @@ higher ones:
 - ``_logging``: structlog configuration for a command and redaction of the ACL token.
 - ``_parser``: the argparse parser (every command, option, help text and argument type).
 - ``_context``: the running command's settings and its Consul client; the read options.
-- ``_sessions``, ``_locks``, ``_run`` (``run`` and ``elect``), ``_leader``: one module per
-  command, built on the modules above.
+- ``_status``: the waiting status of ``run``/``elect`` (what blocks the lock, after 1 s).
+- ``_cleanup``: deleting an unused ``PREFIX/.lock`` after a release, as Consul's recipes do.
+- ``_guard``: what ``run``, ``elect`` and ``hold`` share: the lock taken for the command's
+  lifetime, its waiting status, and the shut-down within one deadline.
+- ``_sessions``, ``_locks``, ``_run`` (``run`` and ``elect``), ``_hold``, ``_leader``: one
+  module per command, built on the modules above.
 - this ``__init__``: wires the command modules to the parser, and :func:`main`, which
   hands the parser to argcomplete when a shell asks for completions (``_ARGCOMPLETE`` in
   the environment, and argcomplete installed: ``pip install consul-locksmith[completion]``).
+
+Start-up stays light: until a command runs, only ``_exit``, ``_output`` and ``_parser`` are
+loaded, with the library's light modules (exceptions, durations, models). A command's
+module, and with it the client, structlog and tenacity, is imported when the command runs
+(:class:`_Lazy`), so ``--version``, ``--help`` and usage errors load none of them.
 
 This package is the only place where locksmith configures logging (structlog, to stderr):
 the library itself never does. The ACL token is never printed: it is redacted from log
@@ -25,16 +34,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
+import gc
 import os
 import sys
-import traceback
 from collections.abc import Mapping, Sequence
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-import structlog
-
-from locksmith._cli import _leader, _locks, _run, _sessions
-from locksmith._cli._context import Context, set_ctx
 from locksmith._cli._exit import (
     EXIT_CANNOT_EXECUTE,
     EXIT_CODES_TEXT,
@@ -54,7 +60,6 @@ from locksmith._cli._exit import (
     CLIError,
     exit_code_for,
 )
-from locksmith._cli._logging import Redactor, configure_logging, stdlib_logging
 from locksmith._cli._output import (
     KIND_CONSUL_LOCK,
     KIND_CONSUL_SEMAPHORE,
@@ -74,8 +79,10 @@ from locksmith._cli._output import (
 )
 from locksmith._cli._parser import ENV_TEXT, Handler, split_command
 from locksmith._cli._parser import build_parser as _build_parser
-from locksmith._cli._run import _HolderDisplay as _HolderDisplay  # used by tests
 from locksmith._exceptions import ConsulError, LocksmithError
+
+if TYPE_CHECKING:
+    from locksmith._cli._logging import Redactor
 
 __all__ = [
     "COMMANDS",
@@ -115,18 +122,39 @@ __all__ = [
     "session_json",
 ]
 
+
+class _Lazy:
+    """A command's function, imported from its module when the command runs."""
+
+    def __init__(self, module: str, function: str) -> None:
+        self.module = f"{__name__}.{module}"
+        self.function = function
+
+    def __repr__(self) -> str:
+        return f"<command {self.module}.{self.function}>"
+
+    def resolve(self) -> Handler:
+        """The function itself (imports its module)."""
+        handler: Handler = getattr(import_module(self.module), self.function)
+        return handler
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        return self.resolve()(args)
+
+
 #: Each command's function, by the command path the parser knows it by.
-COMMANDS: Mapping[str, Handler] = {
-    "sessions list": _sessions.cmd_list,
-    "sessions node": _sessions.cmd_node,
-    "sessions info": _sessions.cmd_info,
-    "sessions create": _sessions.cmd_create,
-    "sessions renew": _sessions.cmd_renew,
-    "sessions destroy": _sessions.cmd_destroy,
-    "locks": _locks.cmd_locks,
-    "run": _run.cmd_run,
-    "elect": _run.cmd_elect,
-    "leader": _leader.cmd_leader,
+COMMANDS: Mapping[str, _Lazy] = {
+    "sessions list": _Lazy("_sessions", "cmd_list"),
+    "sessions node": _Lazy("_sessions", "cmd_node"),
+    "sessions info": _Lazy("_sessions", "cmd_info"),
+    "sessions create": _Lazy("_sessions", "cmd_create"),
+    "sessions renew": _Lazy("_sessions", "cmd_renew"),
+    "sessions destroy": _Lazy("_sessions", "cmd_destroy"),
+    "locks": _Lazy("_locks", "cmd_locks"),
+    "run": _Lazy("_run", "cmd_run"),
+    "hold": _Lazy("_hold", "cmd_hold"),
+    "elect": _Lazy("_run", "cmd_elect"),
+    "leader": _Lazy("_leader", "cmd_leader"),
 }
 
 
@@ -139,8 +167,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``locksmith`` command line and return its exit status.
 
     Args:
-        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+        argv: Arguments without the program name (default: ``sys.argv[1:]``, and the
+            process exits right after: the console script and ``python -m locksmith``).
     """
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:
+            # The interpreter exits next. Its final garbage collection walks every object
+            # the libraries made (~25 ms here); everything is closed and released by now,
+            # so let it skip them and exit within milliseconds of the deadline or signal.
+            gc.freeze()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     head, tail = split_command(raw)
     parser = build_parser()
@@ -159,6 +199,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(f"{PROG}: error: a command is required (see '{PROG} --help')")
         return EXIT_USAGE
 
+    return _dispatch(args, handler)
+
+
+def _dispatch(args: argparse.Namespace, handler: Handler) -> int:
+    """Run a parsed command: logging, context, and the error lines and exit codes."""
+    import structlog  # noqa: PLC0415 - loaded only when a command runs
+
+    from locksmith._cli._context import Context, set_ctx  # noqa: PLC0415
+    from locksmith._cli._logging import (  # noqa: PLC0415
+        Redactor,
+        configure_logging,
+        stdlib_logging,
+    )
+
     verbose = int(getattr(args, "verbose", 0) or 0)
     quiet = bool(getattr(args, "quiet", False))
     redactor = Redactor()
@@ -168,9 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_config = structlog.get_config()
     configure_logging(getattr(args, "log_format", "console"), verbose, quiet, redactor)
     set_ctx(Context(args=args, redactor=redactor, verbose=verbose, quiet=quiet))
-    std_level = logging.DEBUG if verbose >= 2 else logging.WARNING
     try:
-        with stdlib_logging(std_level, redactor):
+        with stdlib_logging(getattr(args, "log_format", "console"), verbose, quiet, redactor):
             return int(handler(args))
     except KeyboardInterrupt:
         err(f"{PROG}: interrupted")
@@ -209,6 +262,8 @@ def _complete(parser: argparse.ArgumentParser) -> None:
 
 def _report(exc: BaseException, verbose: int, redactor: Redactor, prefix: str = "") -> None:
     if verbose:
+        import traceback  # noqa: PLC0415 - only for -v
+
         err(redactor.text("".join(traceback.format_exception(exc))).rstrip())
     message = str(exc) or type(exc).__name__
     if isinstance(exc, OSError) and not isinstance(exc, ConsulError):

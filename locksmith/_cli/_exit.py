@@ -2,12 +2,13 @@
 
 The lowest layer of the CLI package: it imports nothing from the other CLI modules. Codes
 follow sysexits.h where one fits; ``run``/``elect`` return the child's own status instead
-when the child ran, so these are locksmith's own outcomes.
+when the child ran, so these are locksmith's own outcomes. The three codes
+:func:`locksmith.run_exclusive` returns as well are repeated here rather than imported, so
+that ``--help`` loads nothing heavy (a test checks that both agree).
 """
 
 from __future__ import annotations
 
-from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE
 from locksmith._exceptions import (
     BadRequest,
     ConfigurationError,
@@ -42,6 +43,9 @@ __all__ = [
 ]
 
 EXIT_OK = 0
+EXIT_USAGE = 64  # EX_USAGE: bad command line (locksmith._child.EXIT_USAGE)
+EXIT_NOT_ACQUIRED = 75  # EX_TEMPFAIL: --timeout passed (locksmith._child.EXIT_NOT_ACQUIRED)
+EXIT_LOCK_LOST = 76  # the lock was lost (locksmith._child.EXIT_LOCK_LOST)
 EXIT_ERROR = 1  # an unexpected locksmith error
 EXIT_CONFLICT = 65  # EX_DATAERR: Consul rejected the request, or the key belongs to another recipe
 EXIT_NOT_FOUND = 66  # EX_NOINPUT: no such session; no leader
@@ -55,20 +59,21 @@ EXIT_COMMAND_NOT_FOUND = 127  # run/elect: COMMAND not found
 
 EXIT_CODES_TEXT = f"""\
 exit codes:
-  0    success (run/elect: the child's own exit status is returned instead)
+  0    success (run/elect: the child's own exit status instead; hold: released after a signal)
   1    unexpected error
   {EXIT_USAGE}   usage error: bad command line, option value out of range
   {EXIT_CONFLICT}   Consul rejected the request, or the key belongs to another lock recipe
   {EXIT_NOT_FOUND}   not found: no such session; leader: nobody leads
   {EXIT_UNAVAILABLE}   Consul unavailable: connection refused, timeout, no cluster leader, TLS
   {EXIT_PROTOCOL}   Consul answered something locksmith does not understand
-  {EXIT_NOT_ACQUIRED}   run/elect: --timeout passed before the lock was acquired
-  {EXIT_LOCK_LOST}   run/elect: the lock was lost while COMMAND ran (COMMAND was terminated)
+  {EXIT_NOT_ACQUIRED}   run/elect/hold: --timeout passed before the lock was acquired
+  {EXIT_LOCK_LOST}   lock lost: run/elect: while COMMAND ran (it was terminated); hold: while held
   {EXIT_NO_PERMISSION}   permission denied: the ACL token lacks a right, or is unknown
   {EXIT_CONFIG}   configuration error: bad address, unreadable token file, bad TLS files
   {EXIT_CANNOT_EXECUTE}  run/elect: COMMAND is not executable
   {EXIT_COMMAND_NOT_FOUND}  run/elect: COMMAND not found
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C) while waiting; leader --watch exits 0 instead
+  128+N  run/elect/hold: signal N (SIGTERM, SIGHUP) while waiting
 """
 
 

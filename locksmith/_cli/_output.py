@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from locksmith._client import KVEntry, QueryMeta, Session
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
 from locksmith._durations import format_duration
+
+if TYPE_CHECKING:  # annotations only: --help and --version need no data classes
+    from locksmith._models import KVEntry, QueryMeta, Session
 
 __all__ = [
     "KIND_CONSUL_LOCK",

@@ -51,6 +51,7 @@ COMMAND_PATHS = (
     "sessions destroy",
     "locks",
     "run",
+    "hold",
     "elect",
     "leader",
 )
@@ -266,6 +267,11 @@ def _read_options(p: argparse.ArgumentParser, blocking: bool = True) -> None:
 
 
 def _run_options(p: argparse.ArgumentParser, *, semaphore: bool) -> None:
+    _lock_options(p, semaphore=semaphore)
+    _child_options(p)
+
+
+def _lock_options(p: argparse.ArgumentParser, *, semaphore: bool) -> None:
     grp = p.add_argument_group("lock options")
     if semaphore:
         grp.add_argument(
@@ -274,7 +280,7 @@ def _run_options(p: argparse.ArgumentParser, *, semaphore: bool) -> None:
             type=_positive_int,
             default=1,
             metavar="N",
-            help="how many may run at once: 1 = lock (default), N > 1 = semaphore",
+            help="how many may hold the lock at once: 1 = lock (default), N > 1 = semaphore",
         )
     grp.add_argument(
         "--timeout",
@@ -304,8 +310,11 @@ def _run_options(p: argparse.ArgumentParser, *, semaphore: bool) -> None:
         "--name",
         metavar="NAME",
         help="session name, shown by `locksmith locks` and to waiters "
-        "(default: 'locksmith run|elect KEY on HOST')",
+        "(default: 'locksmith run|elect|hold KEY on HOST (pid N)')",
     )
+
+
+def _child_options(p: argparse.ArgumentParser) -> None:
     child = p.add_argument_group("child options")
     child.add_argument(
         "--grace",
@@ -579,8 +588,9 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
         "are forwarded to COMMAND. If the lock is lost, COMMAND's process group gets SIGTERM\n"
         f"and, after --grace, SIGKILL; locksmith then exits {EXIT_LOCK_LOST}. When COMMAND exits,\n"
         "the lock is released and COMMAND's exit status is returned.\n"
-        "While waiting, a terminal shows who holds the lock (session name, node) and for\n"
-        "how long, updated in place; in a pipe, a log line per change.",
+        "After a second of waiting, stderr shows what blocks the lock (a holder's session\n"
+        "name and node, or a lock-delay window and its end): on a terminal one line updated\n"
+        "in place, in a pipe a line per change, with --log-format json a cli.waiting event.",
         "  locksmith run jobs/nightly -- ./nightly-report.sh --full\n"
         '  locksmith run --timeout 10s jobs/nightly -- ./report.sh || echo "exit $?"\n'
         "  locksmith run -n 3 jobs/encoders -- ./encode.sh   # at most 3 at once\n"
@@ -592,6 +602,34 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
         "command", metavar="COMMAND", nargs="*", help="the command to run (after --) and its args"
     )
     handle(p, "run")
+
+    # -- hold ----------------------------------------------------------------------------
+    p = add(
+        sub,
+        "hold",
+        "Hold a lock (or one of N semaphore slots) on PREFIX until SIGINT or SIGTERM.",
+        "For shell scripts, like `etcdctl lock NAME`: takes the same lock as `run` (and as\n"
+        "`consul lock`) on PREFIX, prints the lease on stdout once it is held, and holds it\n"
+        "until SIGINT, SIGTERM or SIGHUP; then releases it (deleting an unused PREFIX/.lock)\n"
+        "and exits 0. The lease is one line, 'FENCING_TOKEN SESSION KEY' (the key last, so\n"
+        "`read -r token session key` reads any key), or with --json one JSON object:\n"
+        '{"key": ..., "session": ..., "fencing_token": ..., "limit": ...}.\n'
+        f"If the lock is lost while held, locksmith exits {EXIT_LOCK_LOST} at once. A signal\n"
+        "while still waiting exits 128+N (SIGINT: 130) and prints nothing on stdout.",
+        "  coproc LOCK { locksmith hold --timeout 30s jobs/deploy; }\n"
+        '  read -r token session key <&"${LOCK[0]}" || exit 1   # EOF: not acquired\n'
+        '  ./deploy.sh --fencing-token "$token"\n'
+        '  kill "$LOCK_PID"; wait "$LOCK_PID"                     # released: exit 0\n'
+        "  locksmith hold -n 3 --json jobs/encoders",
+    )
+    _lock_options(p, semaphore=True)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the lease as one JSON object (key, session, fencing_token, limit)",
+    )
+    p.add_argument("prefix", metavar="PREFIX", help="lock prefix (the lock is PREFIX/.lock)")
+    handle(p, "hold")
 
     # -- elect ---------------------------------------------------------------------------
     p = add(

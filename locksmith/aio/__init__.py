@@ -5,8 +5,6 @@ and ``sessions``/``kv`` with an ``async def`` twin of every method. ``import loc
 does not import this package (nor anyio).
 """
 
-from __future__ import annotations
-
 try:
     import anyio as _anyio  # noqa: F401 - only to fail early, with the fix in the message
 except ImportError as exc:  # pragma: no cover - exercised in a child process by the tests

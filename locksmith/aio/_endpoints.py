@@ -474,3 +474,32 @@ class AsyncKVStore(_AsyncApi):
         return await drive(
             self._transport, self._ops.lock(key, value, session_id, flags=flags, timeout=timeout)
         )
+
+    async def lock_many(
+        self,
+        keys: Sequence[str],
+        value: bytes,
+        session_id: str,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[tuple[KVEntry, ...], str | None]:
+        """Acquire up to 64 keys with a session in one transaction, all or none.
+
+        Args:
+            keys: The keys (each a plain lock key).
+            value: Written to every key.
+            session_id: The session that takes them.
+            timeout: Seconds allowed for this request.
+
+        Returns:
+            ``(entries, None)`` with the written entries, in ``keys`` order; or
+            ``((), key)`` when Consul refused the transaction because of ``key`` (held by
+            another session, or in a lock-delay window); nothing was written then.
+
+        Raises:
+            ValidationError: Bad keys, value or session ID, or more than 64 keys.
+            SessionNotFound: The session is gone.
+        """
+        return await drive(
+            self._transport, self._ops.lock_many(keys, value, session_id, timeout=timeout)
+        )

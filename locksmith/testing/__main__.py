@@ -1,7 +1,8 @@
 """Command line for the test harness.
 
 Usage:
-    python -m locksmith.testing fetch      # resolve/fetch consul, print its path
+    python -m locksmith.testing fetch      # resolve/fetch consul, print its path (downloads
+                                           # even with LOCKSMITH_CONSUL_DOWNLOAD=0: explicit)
     python -m locksmith.testing agent      # run a dev agent until Ctrl-C, print its address
     python -m locksmith.testing cluster    # run the 3-server cluster until Ctrl-C
     python -m locksmith.testing docker     # tell whether a Docker engine answers
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.cmd == "fetch":
-            path = find_consul()
+            path = find_consul(download=True)
             _out(str(path))
             if args.version:
                 _out(consul_version(path))

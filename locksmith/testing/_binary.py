@@ -10,7 +10,12 @@ Resolution order, first hit wins:
    with a private apt configuration (own sources list, lists and cache directories, reusing the
    mirror URI the machine is already configured with) and unpacked into the cache.
 
-Nothing system-wide is changed. Anywhere else :class:`ConsulNotFoundError` explains what to do.
+Nothing system-wide is changed. Step 4 downloads about 66 MB (the suite's package index and
+the package): it is announced first, on stderr or, under pytest, on the terminal (see
+:func:`set_announcer`), and ``LOCKSMITH_CONSUL_DOWNLOAD=0`` turns it off, making a missing
+binary an error that says how to install one. ``python -m locksmith.testing fetch`` always
+downloads: it is the explicit way. Anywhere else :class:`ConsulNotFoundError` explains what to
+do.
 """
 
 from __future__ import annotations
@@ -21,17 +26,21 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = [
+    "DOWNLOAD_ENV",
     "ConsulNotFoundError",
+    "announce",
     "cache_dir",
     "consul_version",
     "debian_mirror_uri",
     "download_consul_deb",
     "find_consul",
+    "set_announcer",
 ]
 
 _DEBIAN_SUITE = "bullseye"
@@ -40,8 +49,46 @@ _DEB822_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 _ONE_LINE_SOURCES = Path("/etc/apt/sources.list")
 _HINT = (
     "Install Consul (a `consul` binary on PATH) or point CONSUL_BIN at one, "
-    "or run Consul in Docker with `docker compose up` and set CONSUL_HTTP_ADDR."
+    "or run Consul in Docker with `docker compose up` and point the tests at it with "
+    "--consul-addr 127.0.0.1:8500 (or LOCKSMITH_TEST_CONSUL_ADDR)."
 )
+#: Set to 0 (or no, false, off) to refuse downloading a consul binary (step 4).
+DOWNLOAD_ENV = "LOCKSMITH_CONSUL_DOWNLOAD"
+_OFF = ("0", "no", "false", "off")
+
+
+def _to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+_announcer: list[Callable[[str], None]] = [_to_stderr]
+
+
+def set_announcer(announcer: Callable[[str], None] | None) -> None:
+    """Where :func:`announce` writes (None: stderr). The pytest plugin sets the terminal."""
+    _announcer[0] = announcer or _to_stderr
+
+
+def announce(line: str) -> None:
+    """Tell the user what the harness fetches, and where (one line)."""
+    _announcer[0](line)
+
+
+def downloads_allowed() -> bool:
+    """Whether step 4 may run: unless ``$LOCKSMITH_CONSUL_DOWNLOAD`` says 0/no/false/off."""
+    return os.environ.get(DOWNLOAD_ENV, "").strip().lower() not in _OFF
+
+
+def _install_help(cached: Path) -> str:
+    return (
+        f"no consul binary found (looked at CONSUL_BIN, PATH and {cached}), and downloading "
+        f"one is turned off ({DOWNLOAD_ENV}=0). Install Consul: put a `consul` binary on PATH "
+        "(HashiCorp's release or your distribution's package, e.g. Debian bullseye's `consul`) "
+        "or point CONSUL_BIN at one; or download Debian's package into the cache with "
+        "`python -m locksmith.testing fetch`; or test against an agent you run with "
+        "--consul-addr HOST:PORT (or LOCKSMITH_TEST_CONSUL_ADDR)."
+    )
 
 
 class ConsulNotFoundError(RuntimeError):
@@ -116,15 +163,17 @@ def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def find_consul(*, download: bool = True) -> Path:
+def find_consul(*, download: bool | None = None) -> Path:
     """Return the path of a working ``consul`` binary (see the module docstring for the order).
 
     Args:
-        download: Whether step 4 (fetching Debian's package) may run.
+        download: Whether step 4 (fetching Debian's package, announced first) may run;
+            None: unless ``$LOCKSMITH_CONSUL_DOWNLOAD`` is 0.
 
     Raises:
         ConsulNotFoundError: With instructions, if no binary can be found or fetched.
     """
+    allowed = downloads_allowed() if download is None else download
     env = os.environ.get("CONSUL_BIN")
     if env:
         path = Path(env).expanduser()
@@ -140,14 +189,27 @@ def find_consul(*, download: bool = True) -> Path:
     if _is_executable(cached):
         consul_version(cached)
         return cached
-    if not download:
-        raise ConsulNotFoundError(f"no consul binary found (looked at CONSUL_BIN, PATH, {cached}).")
+    if not allowed:
+        if download is False:
+            raise ConsulNotFoundError(
+                f"no consul binary found (looked at CONSUL_BIN, PATH, {cached})."
+            )
+        raise ConsulNotFoundError(_install_help(cached))
     if not _is_debian_family():
         raise ConsulNotFoundError(
             f"no consul binary found (looked at CONSUL_BIN, PATH and {cached}), and this is not "
             f"a Debian-family machine with apt-get and dpkg-deb to fetch one. {_HINT}"
         )
-    return download_consul_deb(cached.parent)
+    mirror = debian_mirror_uri()
+    announce(
+        f"locksmith.testing: no consul binary found (CONSUL_BIN, PATH, {cached}): downloading "
+        f"Debian bullseye's consul package (about 66 MB with the package index) from "
+        f"{mirror or 'the configured Debian mirror'} into {cached.parent} "
+        f"({DOWNLOAD_ENV}=0 refuses downloads)"
+    )
+    path = download_consul_deb(cached.parent, mirror)
+    announce(f"locksmith.testing: fetched {path}")
+    return path
 
 
 def _is_debian_family() -> bool:

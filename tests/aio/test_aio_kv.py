@@ -320,3 +320,18 @@ async def test_invalid_arguments_are_refused_before_any_request(
             await call(fresh, prefix)
         assert info.value.field == field
         assert fresh.open_connections == 0  # nothing was sent
+
+
+async def test_lock_many_all_or_none(
+    aconsul: AsyncConsul, consul: Consul, prefix: str, new_session: Callable[..., str]
+) -> None:
+    keys = [f"{prefix}/many/{i}" for i in range(3)]
+    mine, other = new_session(lock_delay=0), new_session()
+    assert await aconsul.kv.lock(keys[1], b"theirs", other) is not None
+    assert await aconsul.kv.lock_many(keys, b"mine", mine) == ((), keys[1])  # nothing written
+    assert consul.kv.get(keys[0]) is None
+    assert await aconsul.kv.put(keys[1], b"", release=other)
+    entries, refused = await aconsul.kv.lock_many(keys, b"mine", mine, timeout=5.0)
+    assert refused is None
+    assert [(e.key, e.value, e.session) for e in entries] == [(k, b"mine", mine) for k in keys]
+    assert list(entries) == [consul.kv.get(k) for k in keys]

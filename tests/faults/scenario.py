@@ -669,12 +669,16 @@ class Scenario:
 
 
 def write_report(result: ScenarioResult, directory: Path) -> tuple[Path, Path]:
-    """Write ``faults-<run>.json`` and ``faults-<run>.md`` under ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the summary ``faults-<run>.md`` under ``directory`` and the raw report (every
+    event and fault, megabytes of JSON) as ``raw/faults-<run>.json`` under it.
+
+    ``bench/results/raw/`` is git-ignored: summaries are committed, raw reports are not.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = directory / f"faults-{stamp}-seed{result.config.seed}"
-    js = base.with_suffix(".json")
-    md = base.with_suffix(".md")
+    name = f"faults-{stamp}-seed{result.config.seed}"
+    (directory / "raw").mkdir(parents=True, exist_ok=True)
+    js = directory / "raw" / f"{name}.json"
+    md = directory / f"{name}.md"
     js.write_text(json.dumps(result.to_json(), indent=1, default=str))
     s = result.summary()
     lines = [
@@ -698,6 +702,8 @@ def write_report(result: ScenarioResult, directory: Path) -> tuple[Path, Path]:
         "## Notes",
         "",
         *([f"- {n}" for n in result.notes] or ["none"]),
+        "",
+        f"Raw report (not committed): `raw/{js.name}`",
         "",
         f"Reproduce: `LOCKSMITH_SOAK=1 LOCKSMITH_FAULT_SEED={result.config.seed} "
         f"LOCKSMITH_SOAK_ROUNDS={result.config.rounds} python -m pytest -m soak "

@@ -5,8 +5,9 @@ Run::
     LOCKSMITH_SOAK=1 LOCKSMITH_SOAK_ROUNDS=300 python -m pytest -m soak -n 0 -s \\
         tests/faults/test_faults_soak.py
 
-It writes ``bench/results/faults-<time>-seed<N>.json`` (every event and fault) and ``.md``
-(summary, violations, the command to replay the seed), then fails if any invariant broke.
+It writes the summary ``bench/results/faults-<time>-seed<N>.md`` (counts, violations, the
+command to replay the seed) and the raw report ``bench/results/raw/faults-<time>-seed<N>.json``
+(every event and fault; ``raw/`` is git-ignored), then fails if any invariant broke.
 """
 
 from __future__ import annotations
