@@ -15,9 +15,13 @@ import threading
 from typing import Any
 
 from locksmith._config import ConnectionConfig
-from locksmith._endpoints import KVStore, Sessions, _Api
-from locksmith._error_map import _json
-from locksmith._exceptions import ProtocolError
+from locksmith._endpoints import (
+    KVStore,
+    Sessions,
+    agent_node_exchange,
+    drive,
+    leader_exchange,
+)
 from locksmith._models import (
     KVEntry,
     QueryMeta,
@@ -112,7 +116,6 @@ class Consul:
             timeout=timeout,
         )
         self._transport = Transport(self.config)
-        self._api = _Api(self._transport, self.config)
         self.sessions = Sessions(self._transport, self.config)
         self.kv = KVStore(self._transport, self.config)
         self._consul2: Any = None
@@ -144,16 +147,11 @@ class Consul:
 
     def leader(self) -> str:
         """The Raft leader's address ("" when there is none): a cheap liveness probe."""
-        resp = self._api._call("GET", "/v1/status/leader", operation="status.leader")
-        return str(_json(resp, "status.leader") or "")
+        return drive(self._transport, leader_exchange())
 
     def agent_node(self) -> str:
         """The node name of the agent this client talks to."""
-        resp = self._api._call("GET", "/v1/agent/self", operation="agent.self")
-        try:
-            return str(_json(resp, "agent.self")["Config"]["NodeName"])
-        except (KeyError, TypeError) as exc:
-            raise ProtocolError("agent.self: no Config.NodeName in Consul's answer") from exc
+        return drive(self._transport, agent_node_exchange())
 
     def _interrupt(self, ident: int) -> bool:
         """Cut short the blocking request thread ``ident`` waits in (package-internal)."""
