@@ -12,73 +12,22 @@ back in transactions of 64.
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import TracebackType
 
 from locksmith._cancel import Cancel, check_cancel
-from locksmith._compat import LOCK_KEY
 from locksmith._deadline import Deadline
-from locksmith._endpoints import lock_ops
 from locksmith._engine import Engine
 from locksmith._exceptions import ValidationError
 from locksmith._lease import LeaseSet, LossEvent
 from locksmith._protocol import AcquireManyRequested, ReleaseManyRequested
 from locksmith._states import LockState, LossReason
-from locksmith._validate import (
-    MAX_TXN_BODY_BYTES,
-    MAX_TXN_OPS,
-    check_callback,
-    check_key,
-    check_timeout,
-)
+from locksmith._validate import MAX_TXN_OPS, check_callback, check_timeout
 
 __all__ = ["LockSet"]
-
-_SESSION_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
-
-
-def check_keys(keys: Iterable[str], value: bytes) -> tuple[str, ...]:
-    """Validate a set's keys (sorted, distinct) and check each batch fits one transaction.
-
-    Raises:
-        ValidationError: Not an iterable of keys, empty, a duplicate, a recipe's
-            ``.lock`` key, or a value too large for 64 keys per transaction.
-    """
-    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
-        raise ValidationError("keys", f"must be an iterable of keys, got {keys!r}")
-    checked: list[str] = []
-    for key in keys:
-        if not isinstance(key, str):
-            raise ValidationError("keys", f"every key must be a string, got {key!r}")
-        checked.append(check_key(key, "keys"))
-    if not checked:
-        raise ValidationError("keys", "must name at least one key")
-    ordered = sorted(checked)
-    for a, b in itertools.pairwise(ordered):
-        if a == b:
-            raise ValidationError("keys", f"{a!r} is named twice")
-    for key in ordered:
-        if key.rsplit("/", 1)[-1] == LOCK_KEY:
-            raise ValidationError(
-                "keys",
-                f"{key!r} is a '{LOCK_KEY}' key, the layout of consul_lock and semaphores: "
-                "lock_many takes plain lock keys",
-            )
-    for start in range(0, len(ordered), MAX_TXN_OPS):
-        batch = ordered[start : start + MAX_TXN_OPS]
-        size = len(json.dumps(lock_ops(batch, value, _SESSION_PLACEHOLDER)))
-        if size > MAX_TXN_BODY_BYTES:
-            raise ValidationError(
-                "value",
-                f"{len(batch)} keys of {len(value)} bytes each make a {size}-byte transaction;"
-                f" Consul accepts at most {MAX_TXN_BODY_BYTES}: use a smaller value",
-            )
-    return tuple(ordered)
 
 
 class LockSet:

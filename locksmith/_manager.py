@@ -24,13 +24,13 @@ from locksmith._engine import Engine
 from locksmith._exceptions import ValidationError
 from locksmith._lease import Lease, LockDelayEvent, LossEvent
 from locksmith._lock import Lock
-from locksmith._lockset import LockSet, check_keys
+from locksmith._lockset import LockSet
 from locksmith._machine import ManagerSnapshot
 from locksmith._ports import Closable
 from locksmith._protocol import SessionWanted
 from locksmith._registration import Registration
 from locksmith._semaphore import Semaphore
-from locksmith._settings import ManagerSettings
+from locksmith._settings import ManagerSettings, check_keys
 from locksmith._singleton import SingletonGuard
 from locksmith._states import ManagerState
 from locksmith._stats import ManagerStats

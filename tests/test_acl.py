@@ -319,7 +319,10 @@ class RecordingForwarder:
             while not self._stop.is_set():
                 ready, _, _ = select.select(list(peers), [], [], 0.05)
                 for s in ready:
-                    data = s.recv(65536)
+                    try:
+                        data = s.recv(65536)
+                    except ConnectionResetError:
+                        return  # the client dropped a connection it gave up on (RST)
                     if not data:
                         return
                     if s is client:

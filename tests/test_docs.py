@@ -26,6 +26,7 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,47 @@ def _missing_docs_tools() -> list[str]:
     return missing
 
 
+def _visible_text(page: str) -> str:
+    """The text a reader sees on an HTML page (no tags, attributes, scripts or styles)."""
+
+    class Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts: list[str] = []
+            self.hidden = 0
+
+        def handle_starttag(self, tag: str, attrs: object) -> None:
+            self.hidden += tag in ("script", "style")
+
+        def handle_endtag(self, tag: str) -> None:
+            self.hidden -= tag in ("script", "style")
+
+        def handle_data(self, data: str) -> None:
+            if not self.hidden:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(page)
+    return " ".join(parser.parts)
+
+
+def test_every_public_name_is_in_the_reference_once() -> None:
+    import locksmith.aio
+    import locksmith.testing
+
+    entries = [
+        m.group(1)
+        for page in sorted((ROOT / "docs" / "reference").glob("*.md"))
+        for m in re.finditer(r"^::: (\S+)", page.read_text(encoding="utf-8"), re.M)
+    ]
+    assert not [e for e in entries if "._" in e], "the reference names private paths"
+    twice = sorted({e for e in entries if entries.count(e) > 1})
+    assert not twice, f"documented more than once: {twice}"
+    for module in (locksmith, locksmith.aio, locksmith.testing):
+        missing = [n for n in module.__all__ if f"{module.__name__}.{n}" not in entries]
+        assert not missing, f"{module.__name__} names missing from docs/reference: {missing}"
+
+
 @pytest.mark.timeout(600)
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     missing = _missing_docs_tools()
@@ -273,6 +315,17 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     manager_page = (site / "reference" / "manager" / "index.html").read_text(encoding="utf-8")
     assert "::: locksmith" not in manager_page
     assert "LockManager" in manager_page and "fenced_put" in manager_page
+    # Docstrings' Sphinx roles were rendered (links or code), and no link was left unresolved.
+    # Private paths appear only on the pages about internals.
+    for page in sorted(site.rglob("*.html")):
+        text = _visible_text(page.read_text(encoding="utf-8"))
+        rel = page.relative_to(site).as_posix()
+        roles = re.findall(r":(?:meth|class|func|attr|data|exc|mod|obj):`?", text)
+        assert not roles, f"{rel}: unrendered Sphinx roles {roles[:5]}"
+        assert "][locksmith." not in text, f"{rel}: an unresolved cross-reference"
+        if not rel.startswith(("internals/", "changelog/", "faults/")):
+            private = re.findall(r"locksmith\._[a-z_]+", text)
+            assert not private, f"{rel}: private paths {sorted(set(private))}"
     # Every concept page carries its timeline figure.
     for page in sorted((ROOT / "docs" / "concepts").glob("*.md")):
         if page.name == "index.md":
