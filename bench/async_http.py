@@ -10,6 +10,9 @@ keep-alive connection to one dev agent, on its own key and session:
   and bodies (what the transport itself costs);
 * ``locksmith-client``: ``AsyncConsul.kv.lock`` + ``kv.put(release=)`` (transport plus
   the shared sans-IO endpoint code: validation, JSON, parsing into KVEntry);
+* ``locksmith-manager``: the whole library, ``AsyncLockManager``'s ``lock.acquire()`` +
+  ``lock.release(lease)`` (the state machine, its session, its watch of the held key):
+  issue #11's target is at most 1.2x the floor;
 * ``h11-anyio``: h11's state machine over an anyio TCP stream;
 * ``httpx``: ``httpx.AsyncClient`` (httpcore's pool, h11);
 * ``locksmith-transport (trio)`` and ``locksmith-client (trio)``: the same on trio;
@@ -44,7 +47,7 @@ import anyio
 import h11
 import httpx
 
-from locksmith.aio import AsyncConsul
+from locksmith.aio import AsyncConsul, AsyncLockManager
 from locksmith.aio._transport import AsyncTransport
 
 KEY = "bench/async-http/"
@@ -161,6 +164,21 @@ async def locksmith_client(addr: str, key: str, sid: str, n: int) -> list[float]
         return await time_pairs(pair, n)
 
 
+async def locksmith_manager(addr: str, key: str, sid: str, n: int) -> list[float]:
+    del sid  # the manager makes its own session (before the timed pairs)
+    async with (
+        AsyncConsul(addr) as consul,
+        AsyncLockManager(consul, ttl="600s", lock_delay=0, name="bench-async-manager") as mgr,
+    ):
+        lock = mgr.lock(key, VALUE)
+
+        async def pair() -> None:
+            lease = await lock.acquire()
+            await lock.release(lease)
+
+        return await time_pairs(pair, n)
+
+
 async def h11_anyio(addr: str, key: str, sid: str, n: int) -> list[float]:
     host, port = addr.rsplit(":", 1)
     stream = await anyio.connect_tcp(host, int(port))
@@ -236,10 +254,12 @@ COMPETITORS: dict[str, tuple[str, Any]] = {
     "raw-asyncio": ("asyncio", raw_asyncio),
     "locksmith-transport": ("asyncio", locksmith_transport),
     "locksmith-client": ("asyncio", locksmith_client),
+    "locksmith-manager": ("asyncio", locksmith_manager),
     "h11-anyio": ("asyncio", h11_anyio),
     "httpx": ("asyncio", httpx_client),
     "locksmith-transport (trio)": ("trio", locksmith_transport),
     "locksmith-client (trio)": ("trio", locksmith_client),
+    "locksmith-manager (trio)": ("trio", locksmith_manager),
     "raw-sync": ("sync", raw_sync),
 }
 
@@ -357,8 +377,17 @@ def main() -> None:
         ],
         rows,
     )
+    verdict = None
+    if "locksmith-manager" in summary:
+        ratio = summary["locksmith-manager"]["ratio_median_vs_floor"]
+        verdict = ratio <= TARGET
+        print(
+            f"\ntarget locksmith-manager <= {TARGET}x raw-asyncio (median): {ratio:.2f}x -> "
+            + ("met" if verdict else "MISSED")
+        )
     data = {
         "benchmark": "async_http",
+        "verdict_manager_within_target": verdict,
         "quick": args.quick,
         "params": {"repeat": repeat, "pairs": pairs, "warmup": WARMUP, "seed": args.seed},
         "machine": info,

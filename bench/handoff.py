@@ -9,6 +9,8 @@ holder is always a locksmith ``Lock`` in this process; only the waiter varies:
   time the key shows no session (the minimal correct waiter; the floor);
 * ``locksmith``: a thread in ``lock.acquire()`` of a second ``LockManager`` (own session and
   client);
+* ``locksmith-async``: a task in ``await lock.acquire()`` of an ``AsyncLockManager`` running
+  on its own asyncio event loop (in a thread of this process), own session and client;
 * ``consul-lock``: ``consul lock -http-addr ... bench/handoff/consul-lock 'date +%s%N > F'``
   (Consul's own Go recipe, same binary). Its time is the child's timestamp, so it includes
   the fork/exec of ``sh`` and ``date`` that running a command under ``consul lock`` costs. A
@@ -27,6 +29,7 @@ Run: ``python bench/handoff.py [--quick] [--repeat N]``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c
 
 from locksmith import Consul, LockManager
+from locksmith.aio import AsyncConsul, AsyncLock, AsyncLockManager
 
 PREFIX = "bench/handoff/"
 SETTLE = 0.4
@@ -123,7 +127,55 @@ class LocksmithWaiter:
         self.consul.close()
 
 
-def threaded_round(holder: Holder, waiter: RawWaiter | LocksmithWaiter) -> float:
+class AsyncWaiter:
+    """An AsyncLockManager on an event loop of its own (a thread), waiting in a task."""
+
+    def __init__(self, addr: str, key: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.lock: AsyncLock | None = None
+        self.stop: asyncio.Event | None = None
+        ready = threading.Event()
+        self.main = asyncio.run_coroutine_threadsafe(self._main(addr, key, ready), self.loop)
+        if not ready.wait(TIMEOUT):
+            raise RuntimeError("the async waiter did not start")
+
+    async def _main(self, addr: str, key: str, ready: threading.Event) -> None:
+        async with (
+            AsyncConsul(addr) as consul,
+            AsyncLockManager(consul, ttl="120s", lock_delay=0, name="bench-async-waiter") as mgr,
+        ):
+            self.lock = mgr.lock(key, b"async", flags=c.CONSUL_LOCK_FLAGS)
+            self.stop = asyncio.Event()
+            ready.set()
+            await self.stop.wait()
+
+    async def _acquire(self) -> int:
+        assert self.lock is not None
+        await self.lock.acquire(timeout=TIMEOUT)
+        return time.time_ns()
+
+    async def _release(self) -> None:
+        assert self.lock is not None
+        await self.lock.release()
+
+    def wait(self) -> int:
+        return asyncio.run_coroutine_threadsafe(self._acquire(), self.loop).result(TIMEOUT + 5)
+
+    def release(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._release(), self.loop).result(TIMEOUT)
+
+    def close(self) -> None:
+        assert self.stop is not None
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.main.result(TIMEOUT)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(TIMEOUT)
+        self.loop.close()
+
+
+def threaded_round(holder: Holder, waiter: RawWaiter | LocksmithWaiter | AsyncWaiter) -> float:
     """One handoff to an in-process waiter; milliseconds."""
     holder.acquire(timeout=TIMEOUT)
     got: list[int] = []
@@ -223,7 +275,7 @@ def main() -> None:
         c.log_info()
     repeat = args.repeat or (5 if args.quick else 20)
     rng = random.Random(args.seed)
-    names = ["raw-http", "locksmith", "consul-lock"]
+    names = ["raw-http", "locksmith", "locksmith-async", "consul-lock"]
     samples: dict[str, list[float]] = {n: [] for n in [*names, "consul-lock (key)"]}
     with c.dev_agent(args.consul) as agent, tempfile.TemporaryDirectory() as tmpd:
         addr = agent.http_addr
@@ -231,10 +283,12 @@ def main() -> None:
         holders = {n: Holder(addr, f"{PREFIX}{n}/.lock") for n in names}
         raw = RawWaiter(addr, holders["raw-http"].key)
         ls = LocksmithWaiter(addr, holders["locksmith"].key)
+        aio = AsyncWaiter(addr, holders["locksmith-async"].key)
         try:
             # warm-up round each (connections, sessions, flag checks)
             threaded_round(holders["raw-http"], raw)
             threaded_round(holders["locksmith"], ls)
+            threaded_round(holders["locksmith-async"], aio)
             consul_lock_round(agent.binary, addr, holders["consul-lock"], Path(tmpd))
             for r in range(repeat):
                 order = list(names)
@@ -245,6 +299,8 @@ def main() -> None:
                         ms = threaded_round(holders[n], raw)
                     elif n == "locksmith":
                         ms = threaded_round(holders[n], ls)
+                    elif n == "locksmith-async":
+                        ms = threaded_round(holders[n], aio)
                     else:
                         ms, key_ms = consul_lock_round(agent.binary, addr, holders[n], Path(tmpd))
                         if key_ms is not None:
@@ -255,6 +311,7 @@ def main() -> None:
         finally:
             raw.close()
             ls.close()
+            aio.close()
             for h in holders.values():
                 h.close()
     stats = {n: c.summarize(v) for n, v in samples.items()}
@@ -275,12 +332,18 @@ def main() -> None:
     print()
     c.print_table(["waiter", "rounds", "median ms", "p90 ms", "p99 ms", "vs raw", "diff ms"], rows)
     ls_med = stats["locksmith"]["median"]
+    aio_med = stats["locksmith-async"]["median"]
     t1 = ls_med <= floor + 2.0
+    t3 = aio_med <= floor + 2.0
     t2 = ls_med < stats["consul-lock"]["median"]
     print(
         f"\ntarget locksmith <= raw + 2 ms: {ls_med:.2f} vs {floor + 2:.2f} -> "
         f"{'MET' if t1 else 'MISSED'}; faster than consul lock: "
         f"{ls_med:.2f} vs {stats['consul-lock']['median']:.2f} -> {'MET' if t2 else 'MISSED'}"
+    )
+    print(
+        f"target locksmith-async <= raw + 2 ms: {aio_med:.2f} vs {floor + 2:.2f} -> "
+        f"{'MET' if t3 else 'MISSED'}"
     )
     data = {
         "benchmark": "handoff",
@@ -292,6 +355,7 @@ def main() -> None:
             "locksmith_max_ms_over_raw": 2.0,
             "met_raw_plus_2ms": t1,
             "met_vs_consul_lock": t2,
+            "async_met_raw_plus_2ms": t3,
         },
         "results": {
             n: {"ms": s, "ratio_median_vs_raw": s["median"] / floor, "samples_ms": samples[n]}
