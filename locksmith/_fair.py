@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import math
+import queue
 import secrets
 import threading
 from collections.abc import Callable
@@ -89,6 +90,9 @@ _MAX_DROP = 16
 _MARKER_ATTEMPTS = 8
 #: Seconds a caller that gives up waits for its entry's delete (then the background retries).
 _WITHDRAW_TIMEOUT = 2.0
+#: Seconds the monitor thread of a contender lingers without an entry before it ends (the
+#: next acquisition reuses it, and its keep-alive connection, if it comes sooner).
+_MONITOR_LINGER = 2.0
 
 
 @dataclass(eq=False)
@@ -154,6 +158,9 @@ class FairLock:
         self._dead: set[str] = set()
         self._closing = False
         self._adopted = False
+        #: Entries for the monitor thread to follow, one after the other.
+        self._watchlist: queue.SimpleQueue[_Entry] = queue.SimpleQueue()
+        self._monitoring = False
 
     def __repr__(self) -> str:
         kind = "shared" if self.shared else "exclusive"
@@ -355,12 +362,7 @@ class FairLock:
             self._note_dead(view)
             with self._mu:
                 self._entry = entry
-            threading.Thread(
-                target=self._monitor,
-                args=(entry,),
-                name=f"locksmith-fair-{self.prefix}",
-                daemon=True,
-            ).start()
+            self._follow(entry)
             return entry, view
 
     def _open_marker(self, view: QueueView) -> QueueView:
@@ -594,6 +596,38 @@ class FairLock:
             self._dead.discard(k)
 
     # -- monitor -------------------------------------------------------------------------
+    def _follow(self, entry: _Entry) -> None:
+        """Have the monitor thread follow ``entry`` (starting the thread if none runs).
+
+        One thread per contender follows its entries one after the other, and lingers a
+        little after the last, so that a contender that acquires again keeps its thread and
+        its keep-alive connection. A new entry that waits for the thread to finish with
+        the previous one misses nothing: the first query asks past the entry's creation.
+        """
+        with self._mu:
+            self._watchlist.put(entry)
+            if self._monitoring:
+                return
+            self._monitoring = True
+        threading.Thread(
+            target=self._monitor_loop, name=f"locksmith-fair-{self.prefix}", daemon=True
+        ).start()
+
+    def _monitor_loop(self) -> None:
+        while True:
+            try:
+                entry = self._watchlist.get(timeout=_MONITOR_LINGER)
+            except queue.Empty:
+                with self._mu:
+                    if self._watchlist.empty():
+                        self._monitoring = False
+                        return
+                continue
+            try:
+                self._monitor(entry)
+            except Exception as exc:  # a bug: logged, and the next entry is still followed
+                log.exception("fair_lock.monitor_failed", key=self.prefix, error=str(exc))
+
     def _monitor(self, entry: _Entry) -> None:
         """Follow our own entry from its creation to its end (one blocking query, answered
         when it changes): a waiter whose entry vanishes queues again; a holder loses."""
@@ -782,6 +816,7 @@ class FairLock:
             # entry in any case.
             log.info("fair_lock.release_deferred", key=self.prefix, error=str(exc))
             self._retry_later(ops, entry.key, entry.port, entry.session_id)
+            entry.cancel.cancel()  # nothing will answer the monitor's query soon
             return True
         if out.ok:
             self._forget_dead(drop)
