@@ -156,6 +156,8 @@ class FairLock:
         self._callbacks: list[Callable[[LossEvent], object]] = []
         #: Dead entries (released or sessionless) to delete with our next transaction.
         self._dead: set[str] = set()
+        #: Our latest released entry: deleted only after our next release (see release()).
+        self._last_released: str | None = None
         self._closing = False
         self._adopted = False
         #: Entries for the monitor thread to follow, one after the other.
@@ -472,7 +474,10 @@ class FairLock:
         now = clock.monotonic()
         at = entry.port.lease_deadline(entry.session_id)
         with self._mu:
+            if self._closing:
+                raise ManagerClosed("the LockManager was closed")
             if entry is not self._entry or entry.vanished is not None:
+                entry.vanished = entry.vanished or LossReason.KEY_DELETED
                 return None
             if now >= at:
                 entry.vanished = LossReason.LEASE_EXPIRED
@@ -782,6 +787,11 @@ class FairLock:
             self._unadopt()
             return False
         assert entry is not None
+        if not self.shared and self._last_released is not None:
+            # Our previous released entry: whoever waited behind it was ahead of us now, so
+            # has held and let go since; delete it with this release.
+            self._dead.add(self._last_released)
+            self._last_released = None
         ok = self._send_release(entry)
         with self._mu:
             self._set(QueueState.IDLE)
@@ -792,7 +802,10 @@ class FairLock:
         if ok:
             log.info("fair_lock.released", key=self.prefix, session_id=entry.session_id)
             if not self.shared:
-                self._dead.add(entry.key)  # our released entry: delete it next time
+                # The waiter behind our released entry may not have seen it yet: it is
+                # deleted with our next release (or its successor's, or our session's end),
+                # never by our next enqueue, which could beat that waiter's query to it.
+                self._last_released = entry.key
             return True
         reason = self._why_deleted(entry)
         assert entry.lease is not None
