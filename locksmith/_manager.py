@@ -4,8 +4,7 @@ The public face of the threaded front-end. A manager validates its settings, bui
 :class:`~locksmith._engine.Engine` (which runs the sans-IO state machine on threads), hands
 out :class:`~locksmith.Lock` objects, and offers the recipes (election, singleton guard,
 registration, semaphore, Consul-layout lock, fair and readers-writer locks) as factory
-methods. The recipes see the manager
-only through :class:`~locksmith._ports.ManagerPort`.
+methods. The recipes see the manager only through :class:`~locksmith._ports.ManagerPort`.
 """
 
 from __future__ import annotations

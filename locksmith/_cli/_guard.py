@@ -3,12 +3,11 @@
 A :class:`Holding` builds the command's :class:`~locksmith.LockManager` from the options
 (``--ttl``, ``--lock-delay``, ``--name``), takes the guard a :class:`Target` describes (a
 Consul-layout lock or semaphore on PREFIX, a fair lock on PREFIX with ``--fair``, or an
-election's lock), shows the waiting status
-while it waits (:mod:`._status`), and at the end releases and destroys what it made and
-deletes an unused ``PREFIX/.lock`` (:mod:`._cleanup`), all within one deadline
-(:data:`EXIT_BUDGET`), so that the command exits within milliseconds of its deadline, a
-signal, or its end. :func:`signals_raise` turns signals into :class:`Terminated` while the
-command waits or holds.
+election's lock), shows the waiting status while it waits (:mod:`._status`), and at the end
+releases and destroys what it made and deletes an unused ``PREFIX/.lock`` (:mod:`._cleanup`),
+all within one deadline (:data:`EXIT_BUDGET`), so that the command exits within milliseconds
+of its deadline, a signal, or its end. :func:`signals_raise` turns signals into
+:class:`Terminated` while the command waits or holds.
 """
 
 from __future__ import annotations
