@@ -464,15 +464,27 @@ class CountingProxy:
                 dst.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
-        """Stop accepting and cut every proxied connection."""
+        """Stop accepting and cut every proxied connection.
+
+        Each socket is shut down before it is closed: a thread blocked in ``accept`` or
+        ``recv`` on it wakes up only then (closing alone leaves the kernel socket open under
+        the blocked call), so no upstream connection outlives the proxy, e.g. a blocking
+        query still counting against Consul's connections per client IP in the next run.
+        """
         self._closed = True
-        with contextlib.suppress(OSError):
-            self._srv.close()
+        for sock in (self._srv,):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
         with self._mu:
             socks = list(self._socks)
         for s in socks:
             with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 s.close()
+        self._thread.join(5)
 
 
 # --------------------------------------------------------------------------- process stats

@@ -35,12 +35,13 @@ if _typing.TYPE_CHECKING:
     from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE, run_exclusive
     from locksmith._client import Consul
     from locksmith._clock import Clock, FakeClock, SystemClock
-    from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
+    from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS, FAIR_QUEUE_FLAGS
     from locksmith._config import ConnectionConfig
     from locksmith._core import WatchTarget
     from locksmith._durations import format_duration, parse_duration
     from locksmith._election import Election, LeaderInfo, LeadershipEvent
     from locksmith._endpoints import KVStore, Sessions
+    from locksmith._fair import FairLock, RWLock
     from locksmith._lease import Lease, LeaseSet, LockDelayEvent, LossEvent
     from locksmith._lock import Lock
     from locksmith._lockset import LockSet
@@ -50,7 +51,7 @@ if _typing.TYPE_CHECKING:
     from locksmith._registration import Registration
     from locksmith._semaphore import Semaphore
     from locksmith._singleton import SingletonGuard
-    from locksmith._states import LockState, LossReason, ManagerState
+    from locksmith._states import LockState, LossReason, ManagerState, QueueState
     from locksmith._stats import Histogram, ManagerStats
 
 __version__ = "0.1.0"
@@ -61,6 +62,7 @@ __all__ = [
     "EXIT_LOCK_LOST",
     "EXIT_NOT_ACQUIRED",
     "EXIT_USAGE",
+    "FAIR_QUEUE_FLAGS",
     "ACLNotFound",
     "BadRequest",
     "Cancel",
@@ -72,6 +74,7 @@ __all__ = [
     "ConsulError",
     "ConsulUnavailable",
     "Election",
+    "FairLock",
     "FakeClock",
     "Histogram",
     "KVEntry",
@@ -101,6 +104,8 @@ __all__ = [
     "ProtocolError",
     "QueryMeta",
     "QueryResult",
+    "QueueState",
+    "RWLock",
     "Registration",
     "Semaphore",
     "ServiceCheck",
@@ -130,6 +135,8 @@ _LAZY: dict[str, str] = {
     "EXIT_LOCK_LOST": "locksmith._child",
     "EXIT_NOT_ACQUIRED": "locksmith._child",
     "EXIT_USAGE": "locksmith._child",
+    "FAIR_QUEUE_FLAGS": "locksmith._compat",
+    "FairLock": "locksmith._fair",
     "FakeClock": "locksmith._clock",
     "format_duration": "locksmith._durations",
     "Histogram": "locksmith._stats",
@@ -152,6 +159,8 @@ _LAZY: dict[str, str] = {
     "parse_duration": "locksmith._durations",
     "QueryMeta": "locksmith._models",
     "QueryResult": "locksmith._models",
+    "QueueState": "locksmith._states",
+    "RWLock": "locksmith._fair",
     "Registration": "locksmith._registration",
     "run_exclusive": "locksmith._child",
     "Semaphore": "locksmith._semaphore",

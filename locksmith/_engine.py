@@ -35,6 +35,7 @@ import atexit
 import base64
 import itertools
 import logging
+import math
 import os
 import queue
 import threading
@@ -279,6 +280,12 @@ class Engine:
         """The lease set the set ``lock_id`` holds now, or None."""
         with self._mu:
             return self._machine.set_of(lock_id, first_key, self.clock.monotonic())
+
+    def lease_deadline(self, session_id: str) -> float:
+        """The lease deadline of ``session_id`` if it is the session in use, else -inf."""
+        with self._mu:
+            m = self._machine
+            return m.lease_deadline() if m.session_id == session_id else -math.inf
 
     def lock_state(self, lock_id: int) -> LockState:
         """Lock ``lock_id``'s lifecycle state."""

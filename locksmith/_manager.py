@@ -3,8 +3,8 @@
 The public face of the threaded front-end. A manager validates its settings, builds an
 :class:`~locksmith._engine.Engine` (which runs the sans-IO state machine on threads), hands
 out :class:`~locksmith.Lock` objects, and offers the recipes (election, singleton guard,
-registration, semaphore, Consul-layout lock) as factory methods. The recipes see the manager
-only through :class:`~locksmith._ports.ManagerPort`.
+registration, semaphore, Consul-layout lock, fair and readers-writer locks) as factory
+methods. The recipes see the manager only through :class:`~locksmith._ports.ManagerPort`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from locksmith._durations import Duration
 from locksmith._election import Election
 from locksmith._engine import Engine
 from locksmith._exceptions import ValidationError
+from locksmith._fair import FairLock, RWLock
 from locksmith._lease import Lease, LockDelayEvent, LossEvent
 from locksmith._lock import Lock
 from locksmith._lockset import LockSet
 from locksmith._machine import ManagerSnapshot
 from locksmith._ports import Closable
-from locksmith._protocol import SessionWanted
+from locksmith._protocol import RenewAnswered, SessionWanted
 from locksmith._registration import Registration
 from locksmith._semaphore import Semaphore
 from locksmith._settings import ManagerSettings, check_keys
@@ -249,6 +250,15 @@ class LockManager:
         sid: str = engine.call(actor, SessionWanted(actor, deadline.at))
         return sid
 
+    def lease_deadline(self, session_id: str) -> float:
+        """When the lease of ``session_id`` must be presumed lost, on :attr:`clock` (no I/O).
+
+        TTL after the start of the session's last successful renewal (inf without TTL), the
+        deadline every lock of the session keeps; -inf once this manager no longer uses
+        ``session_id`` (it ended, or was never this manager's).
+        """
+        return self._engine.lease_deadline(session_id)
+
     def snapshot(self) -> ManagerSnapshot:
         """What this manager holds, waits for and follows right now (no I/O)."""
         return self._engine.snapshot()
@@ -300,9 +310,10 @@ class LockManager:
     def companion(self) -> LockManager:
         """The companion manager with a ``Behavior=delete`` session, made on first use.
 
-        Registrations and semaphore contender keys use it: their keys vanish with its
-        session. Its lock-delay is 0 (its keys are unique to a session or an instance),
-        unless health checks are bound, when it equals the TTL like the manager's own must.
+        Registrations, semaphore contender keys and fair queue entries use it: their keys
+        vanish with its session. Its lock-delay is 0 (its keys are unique to a session or an
+        instance), unless health checks are bound, when it equals the TTL like the manager's
+        own must.
         """
         with self._recipes_lock:
             self._engine.check_open()
@@ -326,6 +337,14 @@ class LockManager:
         """Run ``callback(event)`` for each of ``callbacks`` on the callback thread."""
         self._engine.dispatch(callbacks, event)
 
+    def session_gone(self, session_id: str) -> None:
+        """Consul said ``session_id`` does not exist (a recipe's request was refused with
+        :class:`SessionNotFound`): end it as a renewal answered "not found" would, so that
+        the next call that needs a session creates one at once. Nothing happens if this
+        manager uses another session by now."""
+        if self._engine.session_id == session_id:
+            self._engine.handle(RenewAnswered(session_id, None, gone=True))
+
     # -- recipes -------------------------------------------------------------------------
     def consul_lock(self, prefix: str, value: bytes | str = b"") -> Lock:
         """A lock in Consul's ``api.Lock`` layout: ``PREFIX/.lock`` with Consul's flags.
@@ -337,6 +356,19 @@ class LockManager:
     def election(self, key: str, value: bytes | str = b"") -> Election:
         """A leader election on ``key``; ``value`` is published while leading."""
         return Election(self, key, value)
+
+    def fair_lock(self, prefix: str, value: bytes | str = b"") -> FairLock:
+        """A lock served first come, first served: a FIFO queue of contenders under ``prefix``.
+
+        Each waiter watches only the entry just ahead of it, so a release wakes exactly one
+        waiter. See ``docs/recipes/fair-lock.md`` for the layout (locksmith's own).
+        """
+        return FairLock(self, prefix, value)
+
+    def rw_lock(self, prefix: str, value: bytes | str = b"") -> RWLock:
+        """A readers-writer lock on a FIFO queue under ``prefix``: ``.read()`` shared,
+        ``.write()`` exclusive; readers that arrive after a waiting writer queue behind it."""
+        return RWLock(self, prefix, value)
 
     def semaphore(self, prefix: str, limit: int, value: bytes | str = b"") -> Semaphore:
         """A semaphore of ``limit`` holders in Consul's ``api.Semaphore`` layout."""

@@ -1,9 +1,9 @@
 """What recipes need from a lock manager: a small protocol, so they never import it.
 
-The recipes (election, singleton guard, registration, semaphore) are built on a
-:class:`ManagerPort`. :class:`~locksmith.LockManager` implements it and offers the recipes as
-factory methods; the manager's engine knows nothing of recipes, and no recipe reaches into a
-manager's private state.
+The recipes (election, singleton guard, registration, semaphore, fair and readers-writer
+locks) are built on a :class:`ManagerPort`. :class:`~locksmith.LockManager` implements it and
+offers the recipes as factory methods; the manager's engine knows nothing of recipes, and no
+recipe reaches into a manager's private state.
 """
 
 from __future__ import annotations
@@ -55,6 +55,17 @@ class ManagerPort(Protocol):
 
     def session(self, timeout: float | None = None) -> str:
         """The manager's session ID, creating the session if needed."""
+        ...
+
+    def lease_deadline(self, session_id: str) -> float:
+        """When the lease of ``session_id`` must be presumed lost, on :attr:`clock` (TTL after
+        the start of its last successful renewal; inf without TTL; -inf once the manager no
+        longer uses that session)."""
+        ...
+
+    def session_gone(self, session_id: str) -> None:
+        """Consul said ``session_id`` does not exist: stop using it (the next call that needs a
+        session creates one). Nothing happens if the manager uses another session by now."""
         ...
 
     def adopt(self, obj: Closable) -> None:

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from locksmith._cancel import Cancel, check_cancel
-from locksmith._compat import CONSUL_SEMAPHORE_FLAGS, lock_key
+from locksmith._compat import CONSUL_SEMAPHORE_FLAGS, is_fair_flags, lock_key
 from locksmith._exceptions import (
     Cancelled,
     LockConflict,
@@ -95,8 +95,14 @@ def decode_semaphore(entries: list[KVEntry], lock_key: str, limit: int) -> Semap
 
     Raises:
         LockConflict: ``.lock`` belongs to another kind of lock, does not hold semaphore
-            JSON, or has another limit.
+            JSON, or has another limit; or the prefix holds entries of a fair queue (even
+            with its ``.lock`` deleted from outside).
     """
+    fair = next((e for e in entries if is_fair_flags(e.flags)), None)
+    if fair is not None:
+        raise LockConflict(
+            f"{fair.key!r} has flags {fair.flags:#x}: the prefix is a fair queue, not a semaphore"
+        )
     lock_entry = next((e for e in entries if e.key == lock_key), None)
     alive = {e.session for e in entries if e.session}
     if lock_entry is not None and lock_entry.flags != CONSUL_SEMAPHORE_FLAGS:

@@ -1,10 +1,11 @@
 """Lifecycle enums and the one transition table every state change goes through.
 
 Each object locksmith tracks has exactly one lifecycle enum: a manager
-(:class:`ManagerState`), its session (:class:`SessionState`), a lock (:class:`LockState`)
-and one acquire call (:class:`AttemptPhase`). :func:`advance` is the only way the state
-machine changes any of them; it refuses a transition the table does not list with
-:class:`InvalidTransition` (which would be a locksmith bug).
+(:class:`ManagerState`), its session (:class:`SessionState`), a lock (:class:`LockState`),
+one acquire call (:class:`AttemptPhase`) and a place in a fair queue (:class:`QueueState`).
+:func:`advance` is the only way the state machine (and the fair queue) changes any of them;
+it refuses a transition the table does not list with :class:`InvalidTransition` (which would
+be a locksmith bug).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "LockState",
     "LossReason",
     "ManagerState",
+    "QueueState",
     "SessionState",
     "advance",
     "allowed",
@@ -92,6 +94,24 @@ class AttemptPhase(enum.Enum):
     DONE = "done"
 
 
+class QueueState(enum.Enum):
+    """The lifecycle of one contender of a fair queue (a ``FairLock``, or a side of an
+    ``RWLock``).
+
+    IDLE: no entry in the queue; ENQUEUING: adding the entry; WAITING: the entry is queued
+    behind others; HELD: the lock is held; RELEASING: the release is being written; LOST: the
+    held lease ended without a release and nobody has acknowledged it yet (``release()``
+    does, and so does the next acquire).
+    """
+
+    IDLE = "idle"
+    ENQUEUING = "enqueuing"
+    WAITING = "waiting"
+    HELD = "held"
+    RELEASING = "releasing"
+    LOST = "lost"
+
+
 class InvalidTransition(RuntimeError):  # noqa: N818 - public name
     """A state machine was asked for a transition it does not allow (a locksmith bug)."""
 
@@ -100,6 +120,7 @@ _A = AttemptPhase
 _L = LockState
 _M = ManagerState
 _S = SessionState
+_Q = QueueState
 
 _STEPS = (_A.CREATING, _A.WAIT_SESSION, _A.READING, _A.SENDING, _A.WAITING, _A.SLEEPING)
 
@@ -128,9 +149,16 @@ _TABLE: dict[enum.Enum, frozenset[enum.Enum]] = {
     _A.WAITING: frozenset({*_STEPS, _A.QUEUED, _A.DONE}),
     _A.SLEEPING: frozenset({*_STEPS, _A.QUEUED, _A.DONE}),
     _A.DONE: frozenset(),
+    _Q.IDLE: frozenset({_Q.ENQUEUING}),
+    # A waiter whose entry vanished (its session ended, someone deleted it) queues again.
+    _Q.ENQUEUING: frozenset({_Q.WAITING, _Q.HELD, _Q.IDLE}),
+    _Q.WAITING: frozenset({_Q.HELD, _Q.ENQUEUING, _Q.IDLE}),
+    _Q.HELD: frozenset({_Q.RELEASING, _Q.LOST}),
+    _Q.RELEASING: frozenset({_Q.IDLE, _Q.LOST}),
+    _Q.LOST: frozenset({_Q.ENQUEUING, _Q.IDLE}),
 }
 
-E = TypeVar("E", ManagerState, SessionState, LockState, AttemptPhase)
+E = TypeVar("E", ManagerState, SessionState, LockState, AttemptPhase, QueueState)
 
 #: The table by identity: an enum member's hash is computed in Python, its id() is not, and
 #: this check runs several times per acquire.

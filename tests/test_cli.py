@@ -23,6 +23,7 @@ import pytest
 from support import unique
 
 from locksmith import (
+    FAIR_QUEUE_FLAGS,
     ACLNotFound,
     BadRequest,
     ConfigurationError,
@@ -45,10 +46,12 @@ from locksmith._child import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, EXIT_USAGE
 from locksmith._cli._cleanup import (
     Cleanup,
     delete_if_unchanged,
+    destroy_fair_key,
     destroy_lock_key,
     destroy_semaphore_key,
 )
 from locksmith._cli._hold import HOLD_FIELDS
+from locksmith._cli._output import lock_state_text
 from locksmith._cli._status import HOLDER_FIELDS, STATUS_EVENT, STATUS_FIELDS, WaitingStatus
 from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
 from locksmith.testing import find_consul
@@ -292,6 +295,8 @@ def test_exit_code_mapping(exc: BaseException, code: int) -> None:
         ["sessions", "list", "--index", "-3"],
         ["sessions", "create", "--behavior", "Delete"],
         ["run", "-n", "0", "p", "--", "true"],
+        ["run", "--fair", "-n", "2", "p", "--", "true"],
+        ["hold", "--fair", "-n", "3", "p"],
         ["locks", "--log-format", "xml"],
     ],
 )
@@ -733,6 +738,26 @@ def test_lock_rows_semaphore_waiting_contender_and_other_flags() -> None:
     assert rows["x"]["kind"] == "other" and rows["x"]["session_name"] is None
 
 
+def test_lock_rows_of_a_fair_queue() -> None:
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    q = FAIR_QUEUE_FLAGS
+    entries = [
+        KVEntry("f/.lock", b"", q, None, 0, 2, 2),
+        KVEntry(f"f/{c}-1", b"", q + 3, c, 1, 3, 9),  # released by its holder
+        KVEntry(f"f/{a}-1", b"", q + 1, a, 1, 5, 5),  # holds
+        KVEntry(f"f/{b}-1", b"", q + 1, b, 1, 7, 7),  # waits behind a
+    ]
+    sess = Session(a, "holder-a", "n1", "delete", 15.0, 0.0, (), (), 1, 1)
+    rows = {r["key"]: r for r in cli.lock_rows(entries, {a: sess})}
+    assert {r["kind"] for r in rows.values()} == {cli.KIND_FAIR} == {cli.kind_of(q + 2)}
+    assert rows["f/.lock"]["state"] == "queue" and rows["f/.lock"]["holders"] == [a]
+    assert lock_state_text(rows["f/.lock"]) == "queue, 1 holding"
+    held = rows[f"f/{a}-1"]
+    assert (held["state"], held["fencing_token"], held["session_name"]) == ("held", 5, "holder-a")
+    assert rows[f"f/{b}-1"]["state"] == "waiting" and rows[f"f/{b}-1"]["fencing_token"] is None
+    assert rows[f"f/{c}-1"]["state"] == "released"
+
+
 # -- leader --------------------------------------------------------------------------------
 def test_leader_none_then_current_leader(run: Run, consul: Consul) -> None:
     key = unique("cli-leader")
@@ -800,6 +825,73 @@ def test_the_delete_is_a_check_and_set_that_spares_a_new_holder(
     assert entry is not None and entry.session == sid
     consul.kv.put(key, b"", release=sid)
     consul.kv.delete(key)
+
+
+def test_destroy_fair_key_only_when_nobody_waits_or_holds(consul: Consul) -> None:
+    prefix = unique("cli-destroy-fair")
+    assert destroy_fair_key(consul, prefix) is Cleanup.ABSENT
+    with LockManager(consul, name=unique("holder"), lock_delay=0) as mgr:
+        fl = mgr.fair_lock(prefix)
+        assert fl.acquire(timeout=10) is not None
+        assert destroy_fair_key(consul, prefix) is Cleanup.IN_USE
+        fl.release()  # its released entry stays while its session lives: dead, deleted too
+        assert destroy_fair_key(consul, prefix) is Cleanup.DELETED
+        assert consul.kv.list(f"{prefix}/") == []
+        assert fl.acquire(timeout=10) is not None  # the next contender makes a marker again
+        marker = consul.kv.get(f"{prefix}/.lock")
+        assert marker is not None and marker.flags == FAIR_QUEUE_FLAGS
+        fl.release()
+    consul.kv.put(f"{prefix}/.lock", b"", flags=CONSUL_LOCK_FLAGS)
+    assert destroy_fair_key(consul, prefix) is Cleanup.FOREIGN
+    assert consul.kv.get(f"{prefix}/.lock") is not None
+    consul.kv.delete(prefix, recurse=True)
+
+
+@pytest.mark.parametrize("when", ["before the second read", "before the delete"])
+def test_destroy_fair_key_spares_a_contender_joining_meanwhile(
+    consul: Consul, consul_addr: str, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A contender joins while the marker is being deleted: it keeps its lock, the marker
+    stays (open), whichever step it comes in between."""
+    prefix = unique("cli-destroy-fair-race")
+    with (
+        LockManager(consul, name=unique("first"), lock_delay=0) as first,
+        Consul(consul_addr) as other_client,
+        LockManager(other_client, name=unique("joiner"), lock_delay=0) as second,
+    ):
+        fl = first.fair_lock(prefix)
+        assert fl.acquire(timeout=10) is not None
+        fl.release()  # a marker, and nobody in the queue
+        joiner = second.fair_lock(prefix)
+        joined: list[Any] = []
+        real_list, real_txn = consul.kv.list, consul.kv.txn
+        calls = {"list": 0, "txn": 0}
+
+        def join_at(kind: str, n: int) -> None:
+            calls[kind] += 1
+            target = ("list", 2) if when == "before the second read" else ("txn", 2)
+            if (kind, calls[kind]) == target:
+                joined.append(joiner.acquire(timeout=10))
+
+        def list_hook(*args: Any, **kwargs: Any) -> Any:
+            join_at("list", calls["list"])
+            return real_list(*args, **kwargs)
+
+        def txn_hook(*args: Any, **kwargs: Any) -> Any:
+            join_at("txn", calls["txn"])
+            return real_txn(*args, **kwargs)
+
+        monkeypatch.setattr(consul.kv, "list", list_hook)
+        monkeypatch.setattr(consul.kv, "txn", txn_hook)
+        outcome = destroy_fair_key(consul, prefix)
+        monkeypatch.undo()
+        expected = Cleanup.IN_USE if when == "before the second read" else Cleanup.CHANGED
+        assert outcome is expected
+        assert joined and joined[0] is not None and joiner.held
+        marker = consul.kv.get(f"{prefix}/.lock")
+        assert marker is not None and marker.value == b""  # open again
+        assert joiner.release() is True
+    consul.kv.delete(prefix, recurse=True)
 
 
 def test_destroy_semaphore_key_only_without_holders_or_contenders(

@@ -24,7 +24,7 @@ from typing import IO, Any
 import pytest
 from support import MakeManager, child_env, unique, wait_for
 
-from locksmith import Consul
+from locksmith import FAIR_QUEUE_FLAGS, Consul
 from locksmith.testing import find_consul
 
 #: Upper bound for anything that should happen "soon" (a loaded 2-core machine is slow).
@@ -640,3 +640,79 @@ def test_library_events_render_as_json_lines_with_their_fields(procs: Procs) -> 
     assert acquired[0]["key"] == f"{prefix}/.lock"
     assert acquired[0]["level"] == "info" and acquired[0]["logger"].startswith("locksmith.")
     assert len(acquired[0]["session_id"]) == 36 and "timestamp" in acquired[0]
+
+
+# --------------------------------------------------------------------------- --fair
+
+FAIR_LIVE = (FAIR_QUEUE_FLAGS + 1, FAIR_QUEUE_FLAGS + 2)
+
+
+def _fair_waiting(consul: Consul, prefix: str) -> int:
+    """How many entries of the fair queue on ``prefix`` wait or hold."""
+    return sum(1 for e in consul.kv.list(f"{prefix}/") if e.flags in FAIR_LIVE and e.session)
+
+
+def _wait_fair(consul: Consul, prefix: str, n: int) -> None:
+    wait_for(lambda: _fair_waiting(consul, prefix) == n, BOUND, what=f"{n} queued on {prefix}")
+
+
+def test_run_fair_serves_waiters_in_order_of_arrival(
+    procs: Procs, consul: Consul, tmp_path: Path
+) -> None:
+    prefix = unique("cli-fair")
+    hold = procs.locksmith("hold", "--fair", "--json", prefix)
+    assert hold.stdout is not None
+    key, session, token = _lease(_Lines(hold.stdout).next(), True)
+    assert key == prefix
+    entry = next(e for e in consul.kv.list(f"{prefix}/") if e.session == session)
+    assert token == entry.create_index  # the fair lock's fencing token
+    out = tmp_path / "order"
+    runs = []
+    for i in range(3):
+        script = f"open({str(out)!r}, 'a').write('{i}\\n')"
+        runs.append(procs.locksmith("run", "--fair", prefix, "--", sys.executable, "-c", script))
+        _wait_fair(consul, prefix, i + 2)  # run i queued before run i + 1 starts
+    hold.send_signal(signal.SIGTERM)
+    code, err = _wait_err(hold)
+    assert code == 0, err
+    for proc in runs:
+        code, _, err = _finish(proc)
+        assert code == 0, err
+    assert out.read_text().split() == ["0", "1", "2"]
+    assert consul.kv.list(f"{prefix}/") == []  # entries gone with their sessions; marker deleted
+
+
+def test_run_fair_and_consul_lock_refuse_each_other(procs: Procs, consul: Consul) -> None:
+    prefix = unique("cli-fair-conflict")
+    hold = procs.locksmith("hold", "--fair", prefix)
+    assert hold.stdout is not None
+    _Lines(hold.stdout).next()
+    code, out, err = _finish(procs.consul_lock(prefix, "true"))
+    assert code != 0 and "does not match lock use" in out + err, out + err
+    code, _, err = _finish(procs.locksmith("run", "--timeout", "5s", prefix, "--", "true"))
+    assert code == 65, err
+    hold.send_signal(signal.SIGTERM)
+    assert hold.wait(BOUND) == 0
+    other = unique("cli-fair-conflict")
+    holder = procs.consul_lock(other, "sleep 120")
+    wait_for(lambda: _holder(consul, f"{other}/.lock"), BOUND, what="consul lock to hold")
+    code, _, err = _finish(procs.locksmith("run", "--fair", "--timeout", "5s", other, "--", "true"))
+    assert code == 65, err
+    assert "another kind of lock" in err
+    assert _fair_waiting(consul, other) == 0  # the refused waiter left nothing
+    holder.send_signal(signal.SIGTERM)
+    holder.wait(BOUND)
+
+
+def test_run_fair_timeout_leaves_no_entry(procs: Procs, consul: Consul) -> None:
+    prefix = unique("cli-fair-timeout")
+    hold = procs.locksmith("hold", "--fair", prefix)
+    assert hold.stdout is not None
+    _Lines(hold.stdout).next()
+    late = procs.locksmith("run", "--fair", "--timeout", "1s", prefix, "--", "true")
+    code, _, err = _finish(late)
+    assert code == 75, err
+    assert _fair_waiting(consul, prefix) == 1  # only the holder
+    hold.send_signal(signal.SIGTERM)
+    assert hold.wait(BOUND) == 0
+    assert consul.kv.list(f"{prefix}/") == []

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"_exceptions", "_states", "_compat", "_backoff", "_deadline", "_clock", "_log", "_cancel"},
     {"_durations"},
     {"_validate", "_config"},
-    {"_models", "_lease", "_core", "_stats"},
+    {"_models", "_lease", "_core", "_stats", "_queue"},
     {"_transport"},
     {"_error_map", "_adapter"},
     {"_endpoints"},
@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"_fencing"},
     {"_lock", "_lockset"},
     {"_ports"},
-    {"_election", "_semaphore", "_singleton", "_registration", "_child"},  # recipes
+    {"_election", "_semaphore", "_singleton", "_registration", "_child", "_fair"},  # recipes
     {"_manager"},
     {"aio"},  # the asyncio front-end: the same machine, the async client, async recipes
     {"__init__", "__main__", "_cli", "testing", "demo", "prometheus"},

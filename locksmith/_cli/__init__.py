@@ -11,7 +11,8 @@ higher ones:
 - ``_parser``: the argparse parser (every command, option, help text and argument type).
 - ``_context``: the running command's settings and its Consul client; the read options.
 - ``_status``: the waiting status of ``run``/``elect`` (what blocks the lock, after 1 s).
-- ``_cleanup``: deleting an unused ``PREFIX/.lock`` after a release, as Consul's recipes do.
+- ``_cleanup``: deleting an unused ``PREFIX/.lock`` after a release, as Consul's recipes do
+  (and, safely, a fair queue's marker).
 - ``_guard``: what ``run``, ``elect`` and ``hold`` share: the lock taken for the command's
   lifetime, its waiting status, and the shut-down within one deadline.
 - ``_sessions``, ``_locks``, ``_run`` (``run`` and ``elect``), ``_hold``, ``_leader``: one
@@ -63,6 +64,7 @@ from locksmith._cli._exit import (
 from locksmith._cli._output import (
     KIND_CONSUL_LOCK,
     KIND_CONSUL_SEMAPHORE,
+    KIND_FAIR,
     KIND_LOCKSMITH,
     KIND_OTHER,
     LEADER_FIELDS,
@@ -104,6 +106,7 @@ __all__ = [
     "EXIT_USAGE",
     "KIND_CONSUL_LOCK",
     "KIND_CONSUL_SEMAPHORE",
+    "KIND_FAIR",
     "KIND_LOCKSMITH",
     "KIND_OTHER",
     "LEADER_FIELDS",

@@ -2,12 +2,12 @@
 
 A :class:`Holding` builds the command's :class:`~locksmith.LockManager` from the options
 (``--ttl``, ``--lock-delay``, ``--name``), takes the guard a :class:`Target` describes (a
-Consul-layout lock or semaphore on PREFIX, or an election's lock), shows the waiting status
-while it waits (:mod:`._status`), and at the end releases and destroys what it made and
-deletes an unused ``PREFIX/.lock`` (:mod:`._cleanup`), all within one deadline
-(:data:`EXIT_BUDGET`), so that the command exits within milliseconds of its deadline, a
-signal, or its end. :func:`signals_raise` turns signals into :class:`Terminated` while the
-command waits or holds.
+Consul-layout lock or semaphore on PREFIX, a fair lock on PREFIX with ``--fair``, or an
+election's lock), shows the waiting status while it waits (:mod:`._status`), and at the end
+releases and destroys what it made and deletes an unused ``PREFIX/.lock`` (:mod:`._cleanup`),
+all within one deadline (:data:`EXIT_BUDGET`), so that the command exits within milliseconds
+of its deadline, a signal, or its end. :func:`signals_raise` turns signals into
+:class:`Terminated` while the command waits or holds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ from typing import Any
 
 import structlog
 
-from locksmith._cli._cleanup import Cleanup, destroy_lock_key, destroy_semaphore_key
+from locksmith._cli._cleanup import (
+    Cleanup,
+    destroy_fair_key,
+    destroy_lock_key,
+    destroy_semaphore_key,
+)
 from locksmith._cli._context import ctx
 from locksmith._cli._logging import status_event
 from locksmith._cli._output import PROG
@@ -58,12 +63,14 @@ class Target:
     """The lock a command takes.
 
     Attributes:
-        key: The key waited for and shown (``PREFIX/.lock``, or the election key).
+        key: The key waited for and shown (``PREFIX/.lock``, the election key, or for a fair
+            lock its prefix).
         what: The command (``run``, ``elect``, ``hold``), for the default session name.
-        make_guard: Makes the guard (a Lock or a Semaphore) from the manager.
+        make_guard: Makes the guard (a Lock, a Semaphore or a FairLock) from the manager.
         semaphore_prefix: For a semaphore, its prefix.
         limit: For a semaphore, its limit.
         cleanup: Deletes the unused ``.lock`` key after a release, within a budget.
+        fair_prefix: For a fair lock, its prefix.
     """
 
     key: str
@@ -72,14 +79,28 @@ class Target:
     semaphore_prefix: str | None = None
     limit: int = 1
     cleanup: Callable[[Consul, float], Cleanup] | None = None
+    fair_prefix: str | None = None
 
 
 def lock_target(args: argparse.Namespace, what: str) -> Target:
-    """``PREFIX`` and ``-n N``: Consul's lock layout (N = 1) or semaphore layout (N > 1)."""
+    """``PREFIX`` and ``-n N``: Consul's lock layout (N = 1) or semaphore layout (N > 1); with
+    ``--fair``, locksmith's fair queue (one holder at a time, in order of arrival)."""
     prefix = str(args.prefix).rstrip("/")
     if not prefix:
         raise ValidationError("PREFIX", "must be a non-empty key prefix")
     limit = int(args.limit)
+    if getattr(args, "fair", False):
+        if limit != 1:
+            raise ValidationError(
+                "--fair", f"takes the lock one holder at a time: it does not go with -n {limit}"
+            )
+        return Target(
+            key=prefix,
+            what=what,
+            make_guard=lambda m: m.fair_lock(prefix),
+            cleanup=lambda c, budget: destroy_fair_key(c, prefix, timeout=budget),
+            fair_prefix=prefix,
+        )
     if limit == 1:
         return Target(
             key=lock_key(prefix),
@@ -212,6 +233,7 @@ class Holding:
             self.target.key,
             semaphore_prefix=self.target.semaphore_prefix,
             limit=self.target.limit,
+            fair_prefix=self.target.fair_prefix,
             is_done=is_done or (lambda: guard.held),
             own=lambda: set(self.mgr.session_ids),
             stream=sys.stderr,

@@ -13,7 +13,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from locksmith._compat import CONSUL_LOCK_FLAGS, CONSUL_SEMAPHORE_FLAGS
+from locksmith._compat import (
+    CONSUL_LOCK_FLAGS,
+    CONSUL_SEMAPHORE_FLAGS,
+    FAIR_QUEUE_FLAGS,
+    FAIR_RELEASED_FLAGS,
+    is_fair_flags,
+)
 from locksmith._durations import format_duration
 
 if TYPE_CHECKING:  # annotations only: --help and --version need no data classes
@@ -22,6 +28,7 @@ if TYPE_CHECKING:  # annotations only: --help and --version need no data classes
 __all__ = [
     "KIND_CONSUL_LOCK",
     "KIND_CONSUL_SEMAPHORE",
+    "KIND_FAIR",
     "KIND_LOCKSMITH",
     "KIND_OTHER",
     "LEADER_FIELDS",
@@ -52,6 +59,7 @@ PROG = "locksmith"
 KIND_LOCKSMITH = "locksmith"
 KIND_CONSUL_LOCK = "consul-lock"
 KIND_CONSUL_SEMAPHORE = "consul-semaphore"
+KIND_FAIR = "locksmith-fair"
 KIND_OTHER = "other"
 _KINDS = {CONSUL_LOCK_FLAGS: KIND_CONSUL_LOCK, CONSUL_SEMAPHORE_FLAGS: KIND_CONSUL_SEMAPHORE}
 
@@ -194,6 +202,8 @@ def kind_of(flags: int) -> str:
     """The lock recipe a KV entry's flags belong to."""
     if flags == 0:
         return KIND_LOCKSMITH
+    if is_fair_flags(flags):
+        return KIND_FAIR
     return _KINDS.get(flags, KIND_OTHER)
 
 
@@ -214,9 +224,13 @@ def lock_rows(entries: Sequence[KVEntry], sessions: Mapping[str, Session]) -> li
     for e in entries:
         if e.flags == CONSUL_SEMAPHORE_FLAGS and e.key.rsplit("/", 1)[-1] == ".lock":
             semaphores[e.key.rsplit("/", 1)[0] if "/" in e.key else ""] = semaphore_state(e)
+    queues = _fair_queues(entries)
     rows: list[dict[str, Any]] = []
     for e in sorted(entries, key=lambda x: x.key):
         kind = kind_of(e.flags)
+        if kind == KIND_FAIR:
+            rows.append(_fair_row(e, queues, sessions))
+            continue
         if e.session is None and kind in (KIND_LOCKSMITH, KIND_OTHER):
             continue  # an ordinary key, not a lock
         row: dict[str, Any] = dict.fromkeys(LOCK_FIELDS)
@@ -251,8 +265,60 @@ def lock_rows(entries: Sequence[KVEntry], sessions: Mapping[str, Session]) -> li
     return rows
 
 
+def _fair_queues(entries: Sequence[KVEntry]) -> dict[str, tuple[set[str], set[str]]]:
+    """Per fair queue prefix: (keys of the entries that hold, their sessions)."""
+    from locksmith._exceptions import LockConflict  # noqa: PLC0415 - start-up stays light
+    from locksmith._queue import decode_queue  # noqa: PLC0415
+
+    by_parent: dict[str, list[KVEntry]] = {}
+    for e in entries:
+        if is_fair_flags(e.flags) and "/" in e.key:
+            by_parent.setdefault(e.key.rsplit("/", 1)[0], []).append(e)
+    out: dict[str, tuple[set[str], set[str]]] = {}
+    for parent, group in by_parent.items():
+        fair = [e for e in group if e.key.endswith("/.lock") or e.flags != FAIR_QUEUE_FLAGS]
+        try:
+            holders = decode_queue(fair, parent).holders()
+        except LockConflict:  # pragma: no cover - fair flags only, by construction
+            continue
+        out[parent] = ({h.key for h in holders}, {h.session for h in holders if h.session})
+    return out
+
+
+def _fair_row(
+    e: KVEntry,
+    queues: Mapping[str, tuple[set[str], set[str]]],
+    sessions: Mapping[str, Session],
+) -> dict[str, Any]:
+    """A ``locks`` row for a fair queue's marker or entry (see docs/cli.md)."""
+    parent = e.key.rsplit("/", 1)[0] if "/" in e.key else ""
+    holding, holders = queues.get(parent, (set(), set()))
+    row: dict[str, Any] = dict.fromkeys(LOCK_FIELDS)
+    row.update(key=e.key, kind=KIND_FAIR, flags=e.flags, lock_index=e.lock_index)
+    row.update(maybe_lock_delay=False)
+    if e.flags == FAIR_QUEUE_FLAGS:
+        row.update(state="queue", holders=sorted(holders))
+        return row
+    if e.flags == FAIR_RELEASED_FLAGS or e.session is None:
+        row.update(state="released", session=e.session)
+        return row
+    s = sessions.get(e.session)
+    held = e.key in holding
+    row.update(
+        state="held" if held else "waiting",
+        session=e.session,
+        session_name=s.name if s else None,
+        node=s.node if s else None,
+        fencing_token=e.create_index if held else None,
+        since_index=e.create_index,
+    )
+    return row
+
+
 def lock_state_text(row: Mapping[str, Any]) -> str:
     """The STATE column of a ``locks`` row."""
+    if row["state"] == "queue":
+        return f"queue, {len(row['holders'])} holding"
     if row["state"] == "semaphore":
         limit = row["limit"] if row["limit"] is not None else "?"
         return f"{len(row['holders'])}/{limit} held"

@@ -282,6 +282,13 @@ def _lock_options(p: argparse.ArgumentParser, *, semaphore: bool) -> None:
             metavar="N",
             help="how many may hold the lock at once: 1 = lock (default), N > 1 = semaphore",
         )
+        grp.add_argument(
+            "--fair",
+            action="store_true",
+            help="first come, first served: locksmith's fair queue under PREFIX (one entry "
+            "per waiter, PREFIX/.lock its marker) instead of Consul's lock layout; refuses, "
+            "and is refused by, consul lock on PREFIX. Not with -n N > 1",
+        )
     grp.add_argument(
         "--timeout",
         type=_duration,
@@ -399,6 +406,7 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
             "  locksmith locks jobs/\n"
             "  locksmith run jobs/nightly -- ./nightly-report.sh\n"
             "  locksmith run -n 3 --timeout 30s jobs/encoders -- ffmpeg -i in.mp4 out.webm\n"
+            "  locksmith run --fair jobs/deploy -- ./deploy.sh\n"
             "  locksmith elect service/web/leader --value host-a:8080 -- ./serve\n"
             "  locksmith leader service/web/leader --watch",
             top=True,
@@ -582,6 +590,9 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
         "Like `consul lock`, and interoperable with it on the same PREFIX: with -n 1 the\n"
         "lock is PREFIX/.lock with Consul's lock flags; with -n N > 1 it is Consul's\n"
         "semaphore layout (contender keys PREFIX/<session> and PREFIX/.lock).\n"
+        "With --fair, waiters take the lock in the order they arrived: locksmith's own\n"
+        "queue of entries under PREFIX (consul lock has no equivalent, and each refuses\n"
+        "the other's PREFIX).\n"
         "COMMAND starts only once the lock is held, in its own process group, with\n"
         "LOCKSMITH_KEY, LOCKSMITH_SESSION, LOCKSMITH_FENCING_TOKEN and CONSUL_LOCK_HELD=true\n"
         "in its environment. SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 sent to locksmith\n"
@@ -594,6 +605,7 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
         "  locksmith run jobs/nightly -- ./nightly-report.sh --full\n"
         '  locksmith run --timeout 10s jobs/nightly -- ./report.sh || echo "exit $?"\n'
         "  locksmith run -n 3 jobs/encoders -- ./encode.sh   # at most 3 at once\n"
+        "  locksmith run --fair jobs/deploy -- ./deploy.sh   # in order of arrival\n"
         "  locksmith run --shell jobs/backup -- 'pg_dump db | gzip > db.gz'",
     )
     _run_options(p, semaphore=True)
@@ -611,7 +623,8 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
         "For shell scripts, like `etcdctl lock NAME`: takes the same lock as `run` (and as\n"
         "`consul lock`) on PREFIX, prints the lease on stdout once it is held, and holds it\n"
         "until SIGINT, SIGTERM or SIGHUP; then releases it (deleting an unused PREFIX/.lock)\n"
-        "and exits 0. The lease is one line, 'FENCING_TOKEN SESSION KEY' (the key last, so\n"
+        "and exits 0. With --fair, waiters take it in order of arrival (as `run --fair`).\n"
+        "The lease is one line, 'FENCING_TOKEN SESSION KEY' (the key last, so\n"
         "`read -r token session key` reads any key), or with --json one JSON object:\n"
         '{"key": ..., "session": ..., "fencing_token": ..., "limit": ...}.\n'
         f"If the lock is lost while held, locksmith exits {EXIT_LOCK_LOST} at once. A signal\n"
@@ -620,7 +633,8 @@ def build_parser(handlers: Mapping[str, Handler] | None = None) -> argparse.Argu
         '  read -r token session key <&"${LOCK[0]}" || exit 1   # EOF: not acquired\n'
         '  ./deploy.sh --fencing-token "$token"\n'
         '  kill "$LOCK_PID"; wait "$LOCK_PID"                     # released: exit 0\n'
-        "  locksmith hold -n 3 --json jobs/encoders",
+        "  locksmith hold -n 3 --json jobs/encoders\n"
+        "  locksmith hold --fair jobs/deploy",
     )
     _lock_options(p, semaphore=True)
     p.add_argument(

@@ -10,8 +10,9 @@ cleared when waiting ends. Otherwise one line per change: plain text (``locksmit
 ...``) or, with ``--log-format json``, a ``cli.waiting`` JSON event (see ``docs/cli.md``).
 
 The status reads Consul on its own thread with its own client (blocking queries on the lock
-key, or the semaphore prefix), so it never holds up the acquisition; lock-delay windows come
-from the manager's ``on_lock_delay`` events (Consul does not expose them).
+key, or the semaphore's or fair queue's prefix), so it never holds up the acquisition;
+lock-delay windows come from the manager's ``on_lock_delay`` events (Consul does not expose
+them). For a fair queue, the holders shown are the entries that hold it now.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import IO, Any
 from locksmith._cli._output import PROG, semaphore_state
 from locksmith._client import Consul, next_index
 from locksmith._exceptions import LocksmithError
+from locksmith._queue import decode_queue
 
 __all__ = ["HOLDER_FIELDS", "SHOW_AFTER", "STATUS_EVENT", "STATUS_FIELDS", "WaitingStatus"]
 
@@ -81,6 +83,7 @@ class WaitingStatus:
         key: The lock key (``PREFIX/.lock`` for ``run``).
         semaphore_prefix: For a semaphore, its prefix (holders are read from it).
         limit: For a semaphore, its limit.
+        fair_prefix: For a fair lock, its prefix (the queue's holders are read from it).
         is_done: Whether waiting is over (the lock is held): the status stops showing.
         own: This process's session IDs, never shown as holders.
         stream: Where lines go (stderr).
@@ -96,6 +99,7 @@ class WaitingStatus:
         *,
         semaphore_prefix: str | None = None,
         limit: int = 1,
+        fair_prefix: str | None = None,
         is_done: Callable[[], bool],
         own: Callable[[], set[str]],
         stream: IO[str],
@@ -108,6 +112,7 @@ class WaitingStatus:
         self._key = key
         self._sem_prefix = semaphore_prefix
         self._limit = limit
+        self._fair_prefix = fair_prefix
         self._is_done = is_done
         self._own = own
         self._stream = stream
@@ -150,6 +155,10 @@ class WaitingStatus:
         """The sessions holding the lock (all slots of a semaphore, or none), and the index."""
         kv = self._consul.kv
         idx, w = (index, wait) if index else (None, None)
+        if self._fair_prefix is not None:
+            queue = kv.list_with_meta(f"{self._fair_prefix}/", index=idx, wait=w)
+            view = decode_queue(queue.value, self._fair_prefix)
+            return tuple(e.session for e in view.holders() if e.session), queue.meta.index
         if self._sem_prefix is None:
             res = kv.get_with_meta(self._key, index=idx, wait=w)
             entry = res.value
