@@ -43,6 +43,5 @@ clean:
 distclean: clean
 	rm -rf .cache
 
-bench-docs:  ## copy the charts of the last full benchmark runs into the docs
-	cp bench/results/acquire_release.png bench/results/handoff.png bench/results/failover.png \
-	   bench/results/scale.png bench/results/cluster.png docs/assets/bench/
+bench-docs: venv  ## draw the charts of the last full benchmark runs into the docs
+	$(VPY) bench/charts.py --docs

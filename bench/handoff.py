@@ -17,6 +17,8 @@ holder is always a locksmith ``Lock`` in this process; only the waiter varies:
   second number, ``consul-lock (key)``, is when an observer thread's blocking query saw the
   key taken by consul's session (an upper bound on the acquire itself: it includes the
   observer's own wake-up).
+* ``locksmith-run``: ``locksmith run --shell PREFIX -- 'date +%s%N > F'``, the CLI twin of
+  ``consul lock`` on the same kind of key (Consul's layout), timed the same two ways.
 
 Each round: the holder acquires; the waiter is started and given 0.4 s to park in its
 blocking query (for ``consul lock``: until its session exists, plus 0.4 s); then
@@ -213,25 +215,34 @@ def observe_taken(addr: str, key: str, not_sid: str, out: list[int], stop: threa
         http.close()
 
 
-def consul_lock_round(
-    binary: Path, addr: str, holder: Holder, tmp: Path
+def consul_lock_argv(binary: Path, addr: str, prefix: str, command: str) -> list[str]:
+    """``consul lock`` running ``command`` through a shell (its default)."""
+    return [str(binary), "lock", f"-http-addr=http://{addr}", f"-timeout={TIMEOUT:.0f}s", prefix,
+            command]  # fmt: skip
+
+
+def locksmith_run_argv(binary: Path, addr: str, prefix: str, command: str) -> list[str]:
+    """``locksmith run --shell`` running ``command``, the CLI twin of ``consul lock``."""
+    del binary
+    return [sys.executable, "-m", "locksmith", "--address", addr, "run", "--shell",
+            "--timeout", f"{TIMEOUT:.0f}s", prefix, "--", command]  # fmt: skip
+
+
+def cli_round(
+    argv: list[str] | None, binary: Path, addr: str, holder: Holder, tmp: Path
 ) -> tuple[float, float | None]:
-    """One handoff to ``consul lock``; (ms to child running, ms to key observed taken)."""
+    """One handoff to a command-line waiter (``consul lock``, or ``argv``'s tool); (ms to
+    its child running, ms to the key observed taken)."""
     key_prefix = holder.key.rsplit("/.lock", 1)[0]
     stamp = tmp / "stamp"
     stamp.unlink(missing_ok=True)
     http = c.RawConsul(addr)
     holder.acquire(timeout=TIMEOUT)
     before = set(sessions(http))
+    command = f"date +%s%N > {stamp}"
+    make = locksmith_run_argv if argv is not None else consul_lock_argv
     proc = subprocess.Popen(
-        [
-            str(binary),
-            "lock",
-            f"-http-addr=http://{addr}",
-            f"-timeout={TIMEOUT:.0f}s",
-            key_prefix,
-            f"date +%s%N > {stamp}",
-        ],
+        make(binary, addr, key_prefix, command),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -239,7 +250,7 @@ def consul_lock_round(
         deadline = time.monotonic() + 10
         while not set(sessions(http)) - before:
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("consul lock did not create its session")
+                raise RuntimeError(f"{make.__name__}: no session was created")
             time.sleep(0.01)
         seen: list[int] = []
         stop = threading.Event()
@@ -255,7 +266,7 @@ def consul_lock_round(
         obs.join(10)
         if proc.returncode != 0 or not stamp.exists():
             err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"consul lock exited {proc.returncode}: {err[-500:]}")
+            raise RuntimeError(f"{make.__name__} exited {proc.returncode}: {err[-500:]}")
         child = int(stamp.read_text().strip())
         return (child - t0) / 1e6, ((seen[0] - t0) / 1e6 if seen else None)
     finally:
@@ -275,8 +286,9 @@ def main() -> None:
         c.log_info()
     repeat = args.repeat or (5 if args.quick else 20)
     rng = random.Random(args.seed)
-    names = ["raw-http", "locksmith", "locksmith-async", "consul-lock"]
-    samples: dict[str, list[float]] = {n: [] for n in [*names, "consul-lock (key)"]}
+    names = ["raw-http", "locksmith", "locksmith-async", "consul-lock", "locksmith-run"]
+    extra = ["consul-lock (key)", "locksmith-run (key)"]
+    samples: dict[str, list[float]] = {n: [] for n in [*names, *extra]}
     with c.dev_agent(args.consul) as agent, tempfile.TemporaryDirectory() as tmpd:
         addr = agent.http_addr
         info = c.machine_info(agent.binary)
@@ -289,7 +301,8 @@ def main() -> None:
             threaded_round(holders["raw-http"], raw)
             threaded_round(holders["locksmith"], ls)
             threaded_round(holders["locksmith-async"], aio)
-            consul_lock_round(agent.binary, addr, holders["consul-lock"], Path(tmpd))
+            cli_round(None, agent.binary, addr, holders["consul-lock"], Path(tmpd))
+            cli_round([], agent.binary, addr, holders["locksmith-run"], Path(tmpd))
             for r in range(repeat):
                 order = list(names)
                 rng.shuffle(order)
@@ -302,9 +315,10 @@ def main() -> None:
                     elif n == "locksmith-async":
                         ms = threaded_round(holders[n], aio)
                     else:
-                        ms, key_ms = consul_lock_round(agent.binary, addr, holders[n], Path(tmpd))
+                        argv: list[str] | None = None if n == "consul-lock" else []
+                        ms, key_ms = cli_round(argv, agent.binary, addr, holders[n], Path(tmpd))
                         if key_ms is not None:
-                            samples["consul-lock (key)"].append(key_ms)
+                            samples[f"{n} (key)"].append(key_ms)
                     samples[n].append(ms)
                     line.append(f"{n} {ms:.2f}")
                 print(f"round {r + 1}/{repeat}: " + ", ".join(line) + " ms")
@@ -341,6 +355,12 @@ def main() -> None:
         f"{'MET' if t1 else 'MISSED'}; faster than consul lock: "
         f"{ls_med:.2f} vs {stats['consul-lock']['median']:.2f} -> {'MET' if t2 else 'MISSED'}"
     )
+    run_med = stats["locksmith-run"]["median"]
+    t4 = run_med <= stats["consul-lock"]["median"]
+    print(
+        f"target locksmith run no slower than consul lock (child running): {run_med:.2f} vs "
+        f"{stats['consul-lock']['median']:.2f} -> {'MET' if t4 else 'MISSED'}"
+    )
     print(
         f"target locksmith-async <= raw + 2 ms: {aio_med:.2f} vs {floor + 2:.2f} -> "
         f"{'MET' if t3 else 'MISSED'}"
@@ -356,6 +376,7 @@ def main() -> None:
             "met_raw_plus_2ms": t1,
             "met_vs_consul_lock": t2,
             "async_met_raw_plus_2ms": t3,
+            "run_met_vs_consul_lock": t4,
         },
         "results": {
             n: {"ms": s, "ratio_median_vs_raw": s["median"] / floor, "samples_ms": samples[n]}

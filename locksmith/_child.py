@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 from locksmith._exceptions import LockTimeout, ValidationError
 from locksmith._lease import Lease, LossEvent
@@ -125,18 +126,18 @@ def run_exclusive(
             "CONSUL_LOCK_HELD": "true",
         }
     )
-    cmd: list[str] = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
     if ended.is_set() or not guard.held:
         log.warning("child.not_started_lock_lost", key=guard.key)
         _release_quietly(guard)
         return EXIT_LOCK_LOST
+    argv_spawn, preexec = _with_parent_death_signal(argv, shell)
     try:
         proc = subprocess.Popen(
-            cmd,
+            argv_spawn,
             env=child_env,
             stdin=None if pass_stdin else subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - one prctl, no locks taken
+            preexec_fn=preexec,  # noqa: PLW1509 - one prctl, no locks taken
         )
     except OSError:
         guard.release()
@@ -179,6 +180,52 @@ def run_exclusive(
     return status if status >= 0 else 128 - status
 
 
+def _with_parent_death_signal(
+    argv: Sequence[str], shell: bool
+) -> tuple[list[str], Callable[[], None] | None]:
+    r"""The command to spawn so that the kernel SIGKILLs the child when this process dies.
+
+    On Linux with util-linux's ``setpriv``: ``setpriv --pdeathsig KILL`` runs ``/bin/sh``,
+    which checks that it is still this process's child (closing the window in which this
+    process dies before the signal is armed), then runs the command: ``exec``\ s it, or with
+    ``shell`` evaluates it itself. No ``preexec_fn``, so ``subprocess`` can use ``vfork``: a
+    fork of this multi-threaded process to run one ``prctl`` costs milliseconds between
+    acquiring the lock and starting the child. Without ``setpriv`` a ``preexec_fn`` does the
+    same (:func:`_parent_death_signal`); elsewhere nothing is armed.
+    """
+    cmd = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
+    setpriv = _setpriv()
+    if setpriv is None:
+        return cmd, _parent_death_signal()
+    check = f'[ "$PPID" = {os.getpid()} ] || exit {EXIT_LOCK_LOST};'
+    if shell:
+        script = f'{check} command="$1"; shift; eval "$command"'
+        tail = [" ".join(argv)]
+    else:
+        script = f'{check} exec "$@"'
+        tail = list(argv)
+    return [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", script, "locksmith", *tail], None
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's ``setpriv`` (Linux only), looked up once."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return shutil.which("setpriv")
+
+
+@functools.cache
+def _prctl() -> Any:
+    """libc's ``prctl``, looked up once: from the symbols this process already has loaded
+    (``ctypes.util.find_library`` would run ``ldconfig`` in a subprocess, milliseconds each
+    time, between acquiring the lock and starting the child)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - no usable libc
+        return None
+
+
 def _parent_death_signal() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the kernel SIGKILL the child when this process dies.
 
@@ -188,10 +235,8 @@ def _parent_death_signal() -> Callable[[], None] | None:
     """
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):  # pragma: no cover - no usable libc
+    prctl = _prctl()
+    if prctl is None:  # pragma: no cover - no usable libc
         return None
     parent = os.getpid()
     kill = int(signal.SIGKILL)

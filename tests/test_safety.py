@@ -563,3 +563,29 @@ def test_p2_a_release_that_lands_late_cannot_free_a_newer_acquisition(
             proxy.heal()
             mgr.close()
             mgr.consul.close()
+
+
+def test_case12_the_child_checks_its_parent_before_running(tmp_path: Path) -> None:
+    """The parent-death signal is armed by ``setpriv`` in the child; a shell then checks the
+    child is still ours (the supervisor may have died before the signal was armed)."""
+    from locksmith._child import _setpriv, _with_parent_death_signal
+
+    if _setpriv() is None:
+        pytest.skip("no setpriv here: the preexec_fn path (and its own check) is used")
+    argv, preexec = _with_parent_death_signal(["echo", "ran"], False)
+    assert preexec is None and argv[:4] == [_setpriv(), "--pdeathsig", "KILL", "--"]
+    ours = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
+    assert (ours.returncode, ours.stdout) == (0, "ran\n")
+    # Started by another process (as if the supervisor had died first): it refuses to run.
+    orphan = subprocess.run(
+        ["/bin/sh", "-c", 'exec "$@"; :', "sh", "/bin/sh", "-c", '"$@"', "sh", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    assert orphan.returncode == 76 and orphan.stdout == ""
+    # --shell: the command runs in that shell, with no positional parameters of ours.
+    shell_argv, _ = _with_parent_death_signal(['echo "$#" && echo', "shell"], True)
+    out = subprocess.run(shell_argv, capture_output=True, text=True, check=False, timeout=10)
+    assert (out.returncode, out.stdout) == (0, "0\nshell\n")
