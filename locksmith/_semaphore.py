@@ -90,6 +90,23 @@ def slot_write(state: SemaphoreState, sid: str) -> tuple[str, dict[str, bool]]:
     return "take", {**state.holders, sid: True}
 
 
+def holder_verdict(
+    entries: list[KVEntry], lock_key: str, limit: int, sid: str
+) -> LossReason | None:
+    """Whether holder ``sid`` lost its slot, as ``P/``'s entries say (pure): ``.lock`` taken
+    by another kind of lock, deleted, or no longer listing ``sid`` (as Consul's recipe
+    monitors it); None while it holds."""
+    try:
+        state = decode_semaphore(entries, lock_key, limit)
+    except LockConflict:
+        return LossReason.KEY_TAKEN
+    if not state.exists:
+        return LossReason.KEY_DELETED
+    if sid not in state.listed:
+        return LossReason.RELEASED_BY_OTHER
+    return None
+
+
 def decode_semaphore(entries: list[KVEntry], lock_key: str, limit: int) -> SemaphoreState:
     """Read the semaphore under a prefix from its entries (pure).
 
@@ -367,16 +384,9 @@ class Semaphore:
                     # is only its deadline passing with nobody to notice yet.
                     self._slot_ended(slot, LossReason.LEASE_EXPIRED)
                     return
-                try:
-                    state = decode_semaphore(res.value, self.lock_key, self.limit)
-                except LockConflict:
-                    self._slot_ended(slot, LossReason.KEY_TAKEN)
-                    return
-                if not state.exists:
-                    self._slot_ended(slot, LossReason.KEY_DELETED)
-                    return
-                if sid not in state.listed:
-                    self._slot_ended(slot, LossReason.RELEASED_BY_OTHER)
+                reason = holder_verdict(res.value, self.lock_key, self.limit, sid)
+                if reason is not None:
+                    self._slot_ended(slot, reason)
                     return
         except LocksmithError as exc:
             log.warning("semaphore.monitor_stopped", key=self.prefix, error=str(exc))

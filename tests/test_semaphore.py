@@ -25,7 +25,8 @@ from locksmith import (
     LossReason,
     Semaphore,
 )
-from locksmith._semaphore import SemaphoreState, slot_write
+from locksmith._models import KVEntry
+from locksmith._semaphore import SemaphoreState, holder_verdict, slot_write
 from locksmith.testing import FaultProxy
 
 
@@ -234,3 +235,19 @@ def test_p1_a_slot_token_is_fresh_when_a_stale_listing_remains(consul_addr: str)
             a.consul.close()
             b.consul.close()
             direct.kv.delete(prefix, recurse=True)
+
+
+def test_holder_verdict_follows_consuls_recipe() -> None:
+    lock_key = "p/.lock"
+
+    def entry(key: str, value: bytes, flags: int, session: str | None = None) -> KVEntry:
+        return KVEntry(key, value, flags, session, 0, 1, 2)
+
+    listed = json.dumps({"Limit": 2, "Holders": {"s1": True}}).encode()
+    contender = entry("p/s1", b"", CONSUL_SEMAPHORE_FLAGS, "s1")
+    ok = [entry(lock_key, listed, CONSUL_SEMAPHORE_FLAGS), contender]
+    assert holder_verdict(ok, lock_key, 2, "s1") is None
+    assert holder_verdict(ok, lock_key, 2, "s2") is LossReason.RELEASED_BY_OTHER
+    assert holder_verdict([contender], lock_key, 2, "s1") is LossReason.KEY_DELETED
+    foreign = [entry(lock_key, b"x", 0), contender]
+    assert holder_verdict(foreign, lock_key, 2, "s1") is LossReason.KEY_TAKEN

@@ -19,7 +19,6 @@ import anyio
 
 from locksmith._compat import CONSUL_SEMAPHORE_FLAGS, lock_key
 from locksmith._exceptions import (
-    LockConflict,
     LockError,
     LocksmithError,
     LockTimeout,
@@ -29,7 +28,12 @@ from locksmith._exceptions import (
 from locksmith._lease import Lease, LossEvent
 from locksmith._log import get_logger
 from locksmith._models import KVEntry
-from locksmith._semaphore import decode_semaphore, encode_semaphore, slot_write
+from locksmith._semaphore import (
+    decode_semaphore,
+    encode_semaphore,
+    holder_verdict,
+    slot_write,
+)
 from locksmith._states import LossReason, ManagerState
 from locksmith._validate import check_callback, check_key, check_timeout, check_txn_value
 from locksmith.aio._engine import Callback
@@ -254,16 +258,9 @@ class AsyncSemaphore:
                         if not slot.contender.held:
                             self._slot_ended(slot, LossReason.LEASE_EXPIRED)
                             return
-                        try:
-                            state = decode_semaphore(res.value, self.lock_key, self.limit)
-                        except LockConflict:
-                            self._slot_ended(slot, LossReason.KEY_TAKEN)
-                            return
-                        if not state.exists:
-                            self._slot_ended(slot, LossReason.KEY_DELETED)
-                            return
-                        if sid not in state.listed:
-                            self._slot_ended(slot, LossReason.RELEASED_BY_OTHER)
+                        reason = holder_verdict(res.value, self.lock_key, self.limit, sid)
+                        if reason is not None:
+                            self._slot_ended(slot, reason)
                             return
             except LocksmithError as exc:
                 log.warning("semaphore.monitor_stopped", key=self.prefix, error=str(exc))
