@@ -8,20 +8,70 @@ a request waits on, so a blocking query returns at once. It is sticky: cancellin
 the call or request starts makes it fail as it starts, so a cancellation can never be lost
 in the gap between deciding to send and sending (which a per-thread interrupt could miss).
 
-:meth:`Cancel.cancel` may be called from any thread and from a signal handler (SIGTERM):
-its lock is reentrant, so a handler that interrupts the main thread inside a
-:class:`Cancel` method cannot deadlock.
+:meth:`Cancel.cancel` may be called from any thread and from a signal handler (SIGTERM).
+A handler runs on the main thread between two bytecodes, possibly inside the lock of the
+very :class:`threading.Event` it would set (a plain lock: that would deadlock). So on the
+main thread :meth:`Cancel.cancel` only marks the cancel and hands it to one daemon thread
+per process (through a :class:`queue.SimpleQueue`, whose ``put`` is safe in a handler),
+which sets the events and shuts the sockets down; elsewhere it does that work itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import queue
 import socket
 import threading
 
 from locksmith._exceptions import ValidationError
 
 __all__ = ["Cancel", "check_cancel"]
+
+
+class _Waker:
+    """The daemon thread that carries out cancels made on the main thread (see above)."""
+
+    def __init__(self) -> None:
+        self._mu = threading.Lock()
+        self._pid = 0
+        self._queue: queue.SimpleQueue[Cancel] = queue.SimpleQueue()
+
+    def start(self) -> None:
+        """Start the thread in this process if it does not run (never from a handler)."""
+        if self._pid == os.getpid():
+            return
+        with self._mu:
+            if self._pid == os.getpid():
+                return
+            self._queue = queue.SimpleQueue()  # after a fork: the parent's thread is gone
+            thread = threading.Thread(
+                target=self._run, args=(self._queue,), name="locksmith-cancel", daemon=True
+            )
+            thread.start()
+            self._pid = os.getpid()
+
+    def hand_over(self, cancel: Cancel) -> bool:
+        """Queue ``cancel``'s work for the thread; False if it does not run here."""
+        if self._pid != os.getpid():
+            return False
+        self._queue.put(cancel)
+        return True
+
+    def after_fork(self) -> None:
+        """In a forked child: the lock may have been held by a thread that is gone."""
+        self._mu = threading.Lock()
+
+    @staticmethod
+    def _run(work: queue.SimpleQueue[Cancel]) -> None:
+        while True:
+            cancel = work.get()
+            with contextlib.suppress(Exception):  # setting events cannot fail; stay alive
+                cancel._wake()
+
+
+_waker = _Waker()
+os.register_at_fork(after_in_child=_waker.after_fork)
 
 
 class Cancel:
@@ -35,6 +85,7 @@ class Cancel:
         self._socks: list[socket.socket] = []
         self._event: threading.Event | None = None
         self._links: list[threading.Event] = []
+        _waker.start()
 
     def __repr__(self) -> str:
         return f"<Cancel {'set' if self._set else 'clear'}>"
@@ -45,11 +96,21 @@ class Cancel:
         return self._set
 
     def cancel(self) -> None:
-        """Set the signal: cut short the requests waiting on it, now and later. Idempotent."""
+        """Set the signal: cut short the requests waiting on it, now and later. Idempotent.
+
+        Safe in a signal handler: on the main thread, the waiting calls are woken by the
+        cancel thread a moment later (:attr:`cancelled` is true at once).
+        """
+        if self._set:
+            return
+        self._set = True  # seen at once by every check (the waits re-check it after a clear)
+        if threading.current_thread() is threading.main_thread() and _waker.hand_over(self):
+            return
+        self._wake()
+
+    def _wake(self) -> None:
+        """Set the linked events and shut the attached sockets down (once)."""
         with self._mu:
-            if self._set:
-                return
-            self._set = True
             socks, self._socks = self._socks, []
             events = [*self._links, *([self._event] if self._event is not None else [])]
             self._links = []

@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any, Protocol
 
-from locksmith._exceptions import LockTimeout, ValidationError
+from locksmith._cancel import Cancel
+from locksmith._exceptions import Cancelled, LockTimeout, ValidationError
 from locksmith._lease import Lease, LossEvent
 from locksmith._log import get_logger
 from locksmith._validate import check_callback, check_timeout
@@ -68,7 +69,9 @@ class Guard(Protocol):
     @property
     def held(self) -> bool: ...
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None: ...
+    def acquire(
+        self, blocking: bool = True, timeout: float | None = None, *, cancel: Cancel | None = None
+    ) -> Lease | None: ...
 
     def release(self) -> bool: ...
 
@@ -87,6 +90,7 @@ def run_exclusive(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     on_started: Callable[[Lease, int], object] | None = None,
+    cancel: Cancel | None = None,
 ) -> int:
     """Acquire ``guard``, run ``argv`` while holding it, release, return the exit status.
 
@@ -99,6 +103,8 @@ def run_exclusive(
         env: Extra environment for the child.
         timeout: Seconds to wait for the lock (None: forever).
         on_started: Called with the lease and the child's PID once it runs.
+        cancel: Stop waiting for the lock when it is set (a signal handler's way to give
+            up): :class:`~locksmith.Cancelled` is raised and the child never starts.
 
     Returns:
         The child's exit status (128+N when killed by signal N), or
@@ -106,15 +112,19 @@ def run_exclusive(
 
     Raises:
         LockTimeout: The lock was not acquired within ``timeout``.
+        Cancelled: ``cancel`` was set before the child started (nothing is left held).
         ValidationError: A bad argument (before the lock is acquired).
     """
     _check_arguments(guard, argv, grace, env, timeout, on_started)
     guard.on_lost(
         lambda event: log.warning("child.lock_lost", key=event.key, reason=event.reason.value)
     )
-    lease = guard.acquire(timeout=timeout)
+    lease = guard.acquire(timeout=timeout, cancel=cancel)
     if lease is None:  # pragma: no cover - blocking acquire returns a lease or raises
         raise LockTimeout(f"could not acquire {guard.key!r}")
+    if cancel is not None and cancel.cancelled:
+        guard.release()  # cancelled as the lock came: the child must not start
+        raise Cancelled(f"cancelled: {guard.key!r} released without running the command")
     ended = guard.ended(lease)
     child_env = dict(os.environ)
     child_env.update(env or {})

@@ -464,13 +464,20 @@ class Engine:
                 return None
             inbox.ready.wait()
 
-    def _sleep(self, inbox: _Inbox, until: float) -> bool:
-        """Wait until ``until``; True if a newer command cut the wait short."""
+    def _sleep(self, inbox: _Inbox, until: float, cancel: Cancel | None = None) -> bool:
+        """Wait until ``until``; True if a newer command (or ``cancel``) cut the wait short.
+
+        ``cancel`` wakes the wait by setting ``inbox.ready``, so it is looked at after the
+        event is cleared: a cancel that came just before would otherwise be wiped out.
+        """
         with self._mu:
             if inbox.items:
                 return True
             inbox.waiting = True
             inbox.ready.clear()
+        if cancel is not None and cancel.cancelled:
+            inbox.waiting = False
+            return True
         try:
             return self.clock.wait_until(until, inbox.ready)
         finally:
@@ -506,7 +513,7 @@ class Engine:
                         raise result
                     return result
                 if isinstance(cmd, Sleep):
-                    if not self._sleep(inbox, cmd.until):
+                    if not self._sleep(inbox, cmd.until, cancel):
                         self.handle(Woke(actor, cmd.step))
                     continue
                 answer = self._execute(inbox, actor, cmd)

@@ -87,6 +87,40 @@ def test_a_waiting_acquire_is_cancelled_and_leaves_nothing(
     lock.release()
 
 
+def test_a_cancel_just_before_the_wait_starts_is_not_lost(
+    key: str, make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel (a signal handler's) landing as the waiting call is about to sleep.
+
+    The call's wake-up event is cleared as its sleep begins; a cancel set just before used
+    to be wiped out with it, and ``locksmith run`` hung after SIGTERM under load.
+    """
+    holder, waiter = make_manager(), make_manager()
+    assert holder.lock(key).acquire(timeout=10) is not None
+    engine = waiter._engine
+    real_sleep = engine._sleep
+    cancel = Cancel()
+
+    def sleep_after_a_cancel(*args: object) -> bool:
+        cancel.cancel()  # exactly in the gap between taking the Sleep and clearing the event
+        return real_sleep(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_sleep", sleep_after_a_cancel)
+    outcome: list[BaseException | Lease | None] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(waiter.lock(key).acquire(cancel=cancel))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the acquire slept through its cancel"
+    assert len(outcome) == 1 and isinstance(outcome[0], Cancelled)
+
+
 def test_a_cancel_set_before_the_call_sends_nothing(key: str, make_manager: MakeManager) -> None:
     mgr = make_manager()
     cancel = Cancel()
@@ -205,3 +239,32 @@ def test_sigterm_ends_a_campaign_and_leaves_no_session(
     assert not any(s.name == name for s in consul.sessions.list())  # destroyed on the way out
     entry = consul.kv.get(key)
     assert entry is not None and entry.session == held.session_id
+
+
+def test_cancel_from_a_signal_handler_never_deadlocks() -> None:
+    """A handler runs between two bytecodes of the main thread, maybe inside the lock of
+    the very Event that cancel() sets (a plain lock): cancel() must not wait for it."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run on the main thread; this test is not on it")
+    linked = threading.Event()
+    cancel = Cancel()
+    assert cancel.link(linked)
+    lock = linked._cond  # type: ignore[attr-defined]  # the Event's own lock
+    lock.acquire()  # as if the handler interrupted linked.clear() or linked.wait()
+    rescued = threading.Event()
+
+    def rescue() -> None:
+        rescued.set()
+        lock.release()
+
+    timer = threading.Timer(5.0, rescue)
+    timer.start()
+    started = time.monotonic()
+    cancel.cancel()
+    took = time.monotonic() - started
+    timer.cancel()
+    if not rescued.is_set():
+        lock.release()
+    assert not rescued.is_set(), f"cancel() waited {took:.1f} s for a lock its thread held"
+    assert cancel.cancelled
+    assert linked.wait(5)  # set a moment later, by the cancel thread

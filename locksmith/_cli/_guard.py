@@ -6,14 +6,15 @@ Consul-layout lock or semaphore on PREFIX, a fair lock on PREFIX with ``--fair``
 election's lock), shows the waiting status while it waits (:mod:`._status`), and at the end
 releases and destroys what it made and deletes an unused ``PREFIX/.lock`` (:mod:`._cleanup`),
 all within one deadline (:data:`EXIT_BUDGET`), so that the command exits within milliseconds
-of its deadline, a signal, or its end. :func:`signals_raise` turns signals into
-:class:`Terminated` while the command waits or holds.
+of its deadline, a signal, or its end. :func:`signals_cancel` turns signals into a
+:class:`~locksmith.Cancel` of the wait (a second signal raises :class:`Terminated`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from locksmith._cancel import Cancel
 from locksmith._cli._cleanup import (
     Cleanup,
     destroy_fair_key,
@@ -46,7 +48,7 @@ __all__ = [
     "Terminated",
     "Tracked",
     "lock_target",
-    "signals_raise",
+    "signals_cancel",
     "timeout_of",
 ]
 
@@ -126,7 +128,7 @@ def timeout_of(args: argparse.Namespace) -> float | None:
 
 
 class Terminated(Exception):  # noqa: N818 - control flow, not an error
-    """A signal that ends the command (see :func:`signals_raise`)."""
+    """A signal that ends the command at once (see :func:`signals_cancel`)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -138,22 +140,35 @@ class Terminated(Exception):  # noqa: N818 - control flow, not an error
 
 
 @contextlib.contextmanager
-def signals_raise(signals: Iterable[int]) -> Iterator[None]:
-    """Raise :class:`Terminated` in the main thread when one of ``signals`` arrives.
+def signals_cancel(
+    signals: Iterable[int], cancel: Cancel, *, raise_too: bool = False
+) -> Iterator[list[int]]:
+    """While the block runs, the first of ``signals`` sets ``cancel`` (its number is appended
+    to the yielded list); a second one raises :class:`Terminated`.
 
+    Setting a :class:`Cancel` is what a signal handler should do: the waiting call wakes and
+    leaves with :class:`~locksmith.Cancelled` at a point of its own choosing. An exception
+    raised from a handler lands between any two bytecodes, inside locking code of the
+    standard library included, where it can leave a lock held that another thread needs.
+    ``raise_too``: also raise at once (for a guard whose wait takes no ``Cancel``).
     Outside the main thread (a test calling ``main``), nothing changes.
     """
+    got: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield got
         return
 
     def handler(signum: int, frame: object) -> None:
         del frame
-        raise Terminated(signum)
+        first = not got
+        got.append(signum)
+        cancel.cancel()
+        if raise_too or not first:
+            raise Terminated(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
-        yield
+        yield got
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -174,8 +189,18 @@ class Tracked:
     def held(self) -> bool:
         return bool(self._guard.held)
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:
-        lease = self._guard.acquire(blocking=blocking, timeout=timeout)
+    @property
+    def cancellable(self) -> bool:
+        """Whether the guard's wait takes a :class:`Cancel` (a fair lock's does not)."""
+        return "cancel" in inspect.signature(self._guard.acquire).parameters
+
+    def acquire(
+        self, blocking: bool = True, timeout: float | None = None, *, cancel: Cancel | None = None
+    ) -> Any:
+        if cancel is not None and self.cancellable:
+            lease = self._guard.acquire(blocking=blocking, timeout=timeout, cancel=cancel)
+        else:
+            lease = self._guard.acquire(blocking=blocking, timeout=timeout)
         if lease is not None:
             self.acquired = True
         return lease

@@ -18,16 +18,18 @@ from typing import Any
 
 import structlog
 
+from locksmith._cancel import Cancel
 from locksmith._cli._exit import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_LOCK_LOST, EXIT_OK
 from locksmith._cli._guard import (
     Holding,
     Target,
     Terminated,
     lock_target,
-    signals_raise,
+    signals_cancel,
     timeout_of,
 )
 from locksmith._cli._output import PROG, err
+from locksmith._exceptions import Cancelled
 
 __all__ = ["HOLD_FIELDS", "cmd_hold", "lease_line"]
 
@@ -72,11 +74,15 @@ def cmd_hold(args: argparse.Namespace) -> int:
             got.set()
 
         guard.on_lost(on_lost)
+        cancel = Cancel()
+        got_signal: list[int] = []
         try:
-            with signals_raise(_ENDING):
+            with signals_cancel(_ENDING, cancel, raise_too=not guard.cancellable) as got_signal:
                 with holding.waiting():
                     log.info("cli.acquiring", key=target.key, timeout=timeout)
-                    lease = guard.acquire(timeout=timeout)
+                    lease = guard.acquire(timeout=timeout, cancel=cancel)
+                if cancel.cancelled:
+                    raise Cancelled("a signal came as the lock did")
                 ended = guard.ended(lease)
                 log.info("cli.held", key=guard.key, fencing_token=lease.fencing_token)
                 try:
@@ -85,14 +91,19 @@ def cmd_hold(args: argparse.Namespace) -> int:
                 except (BrokenPipeError, OSError, ValueError) as exc:
                     err(f"{PROG}: error: cannot print the lease ({exc}): released {guard.key}")
                     return EXIT_ERROR
-                while not ended.wait(1.0):
+                # Held until a signal (the cancel) or the lease's end, whichever comes first.
+                while not ended.is_set() and not cancel.event.wait(0.05):
                     pass
-        except Terminated as exc:
+                if cancel.cancelled:
+                    raise Cancelled("signalled while holding")
+        except (Terminated, Cancelled) as exc:
+            signum = exc.signum if isinstance(exc, Terminated) else got_signal[0]
+            name = signal.Signals(signum).name
             if not guard.acquired:
-                err(f"{PROG}: {exc.name} while waiting for {target.key}: gave up")
-                return EXIT_INTERRUPTED if exc.signum == signal.SIGINT else 128 + exc.signum
+                err(f"{PROG}: {name} while waiting for {target.key}: gave up")
+                return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
             if guard.held:
-                log.info("cli.releasing", key=guard.key, signal=exc.name)
+                log.info("cli.releasing", key=guard.key, signal=name)
                 return EXIT_OK
         got.wait(0.2)  # the loss report comes on the manager's callback thread
         reason = f" ({lost[0].reason.value})" if lost else ""

@@ -18,9 +18,11 @@ from typing import Any
 
 import structlog
 
+from locksmith._cancel import Cancel
 from locksmith._cli._exit import (
     EXIT_CANNOT_EXECUTE,
     EXIT_COMMAND_NOT_FOUND,
+    EXIT_INTERRUPTED,
     EXIT_LOCK_LOST,
     EXIT_USAGE,
     CLIError,
@@ -30,10 +32,11 @@ from locksmith._cli._guard import (
     Target,
     Terminated,
     lock_target,
-    signals_raise,
+    signals_cancel,
     timeout_of,
 )
 from locksmith._cli._output import PROG, err
+from locksmith._exceptions import Cancelled
 
 __all__ = ["SHELL", "check_command", "cmd_elect", "cmd_run"]
 
@@ -92,6 +95,10 @@ def check_command(argv: list[str], shell: bool) -> None:
     raise _not_found(prog)
 
 
+#: Signals that give up a wait (while COMMAND runs they are forwarded to it instead).
+_GIVE_UP = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _run_guarded(args: argparse.Namespace, argv: list[str], target: Target) -> int:
     from locksmith._child import run_exclusive  # noqa: PLC0415 - loaded on demand
 
@@ -103,11 +110,13 @@ def _run_guarded(args: argparse.Namespace, argv: list[str], target: Target) -> i
         started.set()
         log.info("cli.child_started", key=lease.key, pid=pid, fencing_token=lease.fencing_token)
 
+    cancel = Cancel()
     with Holding(args, target) as holding:
         guard = holding.guard
+        got: list[int] = []
         try:
             with (
-                signals_raise((signal.SIGTERM, signal.SIGHUP)),
+                signals_cancel(_GIVE_UP, cancel, raise_too=not guard.cancellable) as got,
                 holding.waiting(lambda: started.is_set() or guard.held),
             ):
                 log.info("cli.acquiring", key=target.key, timeout=timeout)
@@ -119,10 +128,13 @@ def _run_guarded(args: argparse.Namespace, argv: list[str], target: Target) -> i
                     pass_stdin=args.pass_stdin,
                     timeout=timeout,
                     on_started=on_started,
+                    cancel=cancel,
                 )
-        except Terminated as exc:
-            err(f"{PROG}: {exc.name} while waiting for {target.key}: gave up")
-            return 128 + exc.signum
+        except (Terminated, Cancelled) as exc:
+            signum = exc.signum if isinstance(exc, Terminated) else got[0]
+            name = signal.Signals(signum).name
+            err(f"{PROG}: {name} while waiting for {target.key}: gave up")
+            return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
     if status == EXIT_LOCK_LOST:
         log.warning("cli.lock_lost", key=target.key)
     return int(status)
