@@ -107,6 +107,15 @@ class Violation:
         """JSON-ready."""
         return {"rule": self.rule, "key": self.key, "message": self.message, "events": self.events}
 
+    @property
+    def known_finding(self) -> str | None:
+        """The ID of a known finding in the library core this violation is an instance of
+        (see ``docs/faults.md``), or None."""
+        repeat = "handed to both" in self.message or "twice" in self.message
+        if self.rule == "token-order" and self.key.endswith("/semaphore") and repeat:
+            return "P1"
+        return None
+
     def excerpt(self, limit: int = 16) -> str:
         """The evidence, one event a line."""
         lines = [json.dumps(e, default=str, separators=(",", ":")) for e in self.events[:limit]]
@@ -199,9 +208,13 @@ class CheckResult:
 
 
 def build_holds(events: list[Event]) -> tuple[dict[str, list[Hold]], list[Violation]]:
-    """Holds per key (sorted by acquisition time), and the problems met on the way."""
+    """Holds per key (sorted by acquisition time), and the problems met on the way.
+
+    A process that acquires the same token twice (which must not happen) gets two holds; the
+    later events go to the later one, and the repeat is reported under ``token-order``.
+    """
     problems: list[Violation] = []
-    holds: dict[tuple[str, str, int], Hold] = {}
+    holds: dict[tuple[str, str, int], list[Hold]] = {}
     last_t: dict[str, float] = {}
     for ev in events:
         proc = str(ev.get("proc", ""))
@@ -212,17 +225,7 @@ def build_holds(events: list[Event]) -> tuple[dict[str, list[Hold]], list[Violat
             continue
         ident = (str(ev["proc"]), str(ev["key"]), int(ev["token"]))
         if kind == "acquire":
-            if ident in holds:
-                problems.append(
-                    Violation(
-                        "token-order",
-                        ident[1],
-                        f"{ident[0]} acquired token {ident[2]} twice",
-                        [holds[ident].events[0], ev],
-                    )
-                )
-                continue
-            holds[ident] = Hold(
+            hold = Hold(
                 proc=ident[0],
                 kind=str(ev["kind"]),
                 key=ident[1],
@@ -232,10 +235,21 @@ def build_holds(events: list[Event]) -> tuple[dict[str, list[Hold]], list[Violat
                 events=[ev],
                 proc_end=last_t.get(ident[0], INF),
             )
+            if ident in holds:
+                problems.append(
+                    Violation(
+                        "token-order",
+                        ident[1],
+                        f"{ident[0]} acquired token {ident[2]} twice",
+                        [holds[ident][-1].events[0], ev],
+                    )
+                )
+            holds.setdefault(ident, []).append(hold)
             continue
-        hold = holds.get(ident)
-        if hold is None:
+        same = holds.get(ident)
+        if not same:
             continue  # e.g. a loss callback of a lease whose acquire answer was never seen
+        hold = same[-1]
         hold.events.append(ev)
         if kind == "write":
             hold.writes.append(ev)
@@ -245,8 +259,9 @@ def build_holds(events: list[Event]) -> tuple[dict[str, list[Hold]], list[Violat
         ):
             setattr(hold, kind, ev)
     by_key: dict[str, list[Hold]] = defaultdict(list)
-    for h in holds.values():
-        by_key[h.key].append(h)
+    for lst in holds.values():
+        for h in lst:
+            by_key[h.key].append(h)
     for lst in by_key.values():
         lst.sort(key=lambda h: h.t_acq)
     return dict(by_key), problems

@@ -9,8 +9,9 @@ Consul (keys, registers, sessions) every second through a server's own loopback.
 stops the applications, waits until Consul forgets them, merges every history and checks it
 (:mod:`locksmith.testing._checker`).
 
-Round kinds (a *holder* target is resolved when the round starts, from who holds that lock
-then; it falls back to the seed's host when nobody does):
+Round kinds (a *holder* target, ``holder:<lock|election|semaphore|consul-lock>``, is
+resolved when the round starts, from who holds that lock then; it falls back to the seed's
+host when nobody does):
 
 * ``isolate_host``: agent host ``hK`` (and so its applications) cut from every other host;
 * ``isolate_leader``: the Raft leader cut from everyone;
@@ -57,7 +58,12 @@ __all__ = [
 ]
 
 ROUND_KINDS = ("isolate_host", "isolate_leader", "split_leader", "cut_app", "cut_agent", "flap")
-HOLDER_TARGETS = ("holder:lock", "holder:election", "holder:semaphore")
+HOLDER_TARGETS = (
+    "holder:lock",
+    "holder:election",
+    "holder:semaphore",
+    "holder:consul-lock",
+)
 #: ``consul lock``'s session: TTL 15 s (api.DefaultLockSessionTTL), lock-delay 15 s (default).
 CONSUL_LOCK_TTL = 15.0
 CONSUL_LOCK_DELAY = 15.0
@@ -70,7 +76,7 @@ class Round:
     Attributes:
         index: Its number (from 1).
         kind: One of :data:`ROUND_KINDS`.
-        target: ``holder:<lock|election|semaphore>``, ``host:K`` or ``leader``.
+        target: ``holder:<lock|election|semaphore|consul-lock>``, ``host:K`` or ``leader``.
         fallback: The host index used when a holder target finds no holder.
         how: ``drop`` or ``link`` (see :mod:`locksmith.testing._netns`).
         length: ``short``, ``long`` or ``very_long``.
@@ -182,7 +188,9 @@ class RunConfig:
         locks: Lock names each application contends for.
         election: Run the election workload.
         semaphore_limit: Slots of the semaphore (0: none).
-        hold: (min, max) seconds of a hold.
+        hold: (min, max) seconds of a hold, usually.
+        long_hold_share: The share of long holds (12-25 s: past the TTL, so that a cut holder
+            still wants its lock when its lease deadline comes).
         consul_lock: Run a ``consul lock`` loop on every application host too.
         front_end: Workload runner (``threaded``; see ``_workload.RUNNERS``).
         factory: Manager factory of the runner.
@@ -206,6 +214,7 @@ class RunConfig:
     election: bool = True
     semaphore_limit: int = 2
     hold: tuple[float, float] = (1.0, 4.0)
+    long_hold_share: float = 0.2
     consul_lock: bool = True
     front_end: str = "threaded"
     factory: str = "default"
@@ -450,6 +459,7 @@ class PartitionRun:
                 election=self.cfg.election,
                 semaphore_limit=self.cfg.semaphore_limit,
                 hold=self.cfg.hold,
+                long_hold_share=self.cfg.long_hold_share,
             )
             self._history_files.append(path)
             self._tail.add(path)
@@ -475,6 +485,7 @@ class PartitionRun:
                     consul=str(cluster.binary),
                     seed=seeds.getrandbits(32),
                     hold=self.cfg.hold,
+                    long_hold_share=self.cfg.long_hold_share,
                 )
                 self._history_files.append(cpath)
                 argv = [
@@ -560,12 +571,15 @@ class PartitionRun:
         what = target.split(":", 1)[1]
         sessions = cluster.consistent("/v1/session/list") or []
         names = {s.get("ID"): str(s.get("Name", "")) for s in sessions if isinstance(s, dict)}
-        if what in ("lock", "election"):
-            key = (
-                f"{self.prefix}locks/{self.cfg.locks[0]}"
-                if what == "lock"
-                else f"{self.prefix}election/leader"
-            )
+        prefix = self.session_prefix
+        if what in ("lock", "election", "consul-lock"):
+            key = {
+                "lock": f"{self.prefix}locks/{self.cfg.locks[0]}",
+                "election": f"{self.prefix}election/leader",
+                "consul-lock": f"{self.prefix}consul-lock/.lock",
+            }[what]
+            if what == "consul-lock":
+                prefix = f"lsnp-{self.run_id}-cl"
             entries = cluster.consistent(f"/v1/kv/{key}") or []
             sids = [e.get("Session") for e in entries if isinstance(e, dict)]
         else:
@@ -579,8 +593,8 @@ class PartitionRun:
                     pass
         for sid in sids:
             name = names.get(sid, "")
-            if name.startswith(self.session_prefix):
-                digits = name[len(self.session_prefix) :].split("-", 1)[0]
+            if name.startswith(prefix):
+                digits = name[len(prefix) :].split("-", 1)[0]
                 if digits.isdigit():
                     return int(digits)
         return None
@@ -721,6 +735,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return out
 
 
+def _display(path: Path) -> str:
+    """``path`` relative to the checkout (or the working directory) when inside it."""
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        try:
+            return str(path.resolve().relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
+
+
 def render_report(results: Sequence[RunResult], *, title: str, command: str) -> str:
     """A compact markdown summary of one or more runs (for ``bench/results/``)."""
     lines = [f"# {title}", "", f"Replay: `{command}`", ""]
@@ -733,7 +757,7 @@ def render_report(results: Sequence[RunResult], *, title: str, command: str) -> 
             f"- seed {r.config.seed}, {s['rounds']} rounds in {s['duration_s']} s; "
             f"{r.config.servers} servers, {r.config.hosts} application hosts; TTL "
             f"{r.config.ttl:g} s, lock-delay {r.config.lock_delay:g} s; raw histories in "
-            f"`{r.out_dir}`",
+            f"`{_display(r.out_dir)}`",
             "",
             "Partitions played:",
             "",
@@ -794,9 +818,16 @@ def render_report(results: Sequence[RunResult], *, title: str, command: str) -> 
                 continue
             lines += ["", f"### {title_} ({len(vs)})", ""]
             for v in vs[:5]:
-                lines += [f"- **{v.rule}** `{v.key}`: {v.message}", "", "```", v.excerpt(12), "```"]
+                known = f" (known core finding {v.known_finding})" if v.known_finding else ""
+                lines += [
+                    f"- **{v.rule}**{known} `{v.key}`: {v.message}",
+                    "",
+                    "```",
+                    v.excerpt(12),
+                    "```",
+                ]
             if len(vs) > 5:
-                lines.append(f"- ... {len(vs) - 5} more in `{r.out_dir / 'result.json'}`")
+                lines.append(f"- ... {len(vs) - 5} more in `{_display(r.out_dir)}/result.json`")
         if r.notes:
             lines += ["", "Notes:", ""] + [f"- {n}" for n in r.notes[:10]]
         lines.append("")

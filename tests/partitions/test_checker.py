@@ -169,6 +169,16 @@ def test_a_token_handed_out_twice() -> None:
     assert out == ["token-order: token 10 handed to both app0 and app1"]
 
 
+def test_one_process_acquiring_a_token_twice_gets_two_holds() -> None:
+    kw: dict[str, Any] = {"key": "run/semaphore", "kind": "semaphore"}
+    events = hold("app0", 10, 1.0, 2.0, **kw) + hold("app0", 10, 3.0, 4.0, **kw)
+    holds, problems = build_holds(events)
+    assert [(h.t_acq, h.belief_end) for h in holds["run/semaphore"]] == [(1.0, 2.0), (3.0, 4.0)]
+    assert [p.message for p in problems] == ["app0 acquired token 10 twice"]
+    assert problems[0].known_finding == "P1"  # see docs/faults.md
+    assert check_history(events, CFG).by_rule() == {"token-order": 1}
+
+
 def test_tokens_going_backwards() -> None:
     assert rules(hold("app0", 30, 1.0, 2.0), hold("app1", 20, 3.0, 4.0)) == {"token-order"}
 

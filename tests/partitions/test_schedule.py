@@ -29,9 +29,8 @@ def test_rounds_are_well_formed(seed: int) -> None:
         if r.kind == "isolate_leader":
             assert r.target == "leader"
         else:
-            assert r.target in ("holder:lock", "holder:election", "holder:semaphore") or (
-                r.target == f"host:{r.fallback}"
-            )
+            holders = ("holder:lock", "holder:election", "holder:semaphore", "holder:consul-lock")
+            assert r.target in holders or r.target == f"host:{r.fallback}"
         assert 0 <= r.fallback < 3
         if r.kind == "flap":
             assert r.how == "link" and r.flaps and r.flap_side in ("agent", "app")
