@@ -41,6 +41,7 @@ Rules (each violation names its rule):
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 from collections import defaultdict
@@ -420,8 +421,8 @@ def _check_fencing(key: str, holds: list[Hold], events: list[Event], out: list[V
         if (index, token) in seen:
             continue
         seen.add((index, token))
-        below = [t for t in tokens if t < index]
-        highest = below[-1] if below else None
+        pos = bisect.bisect_left(tokens, index)
+        highest = tokens[pos - 1] if pos > 0 else None
         if highest != token:
             rival = by_token.get(highest) if highest is not None else None
             evidence = [ev] + ([rival.events[0]] if rival is not None else [])
@@ -495,8 +496,8 @@ def _check_orphans(
         t = float(s["t"])
         for key, entry in (s.get("keys") or {}).items():
             sess = entry.get("session") if isinstance(entry, dict) else None
-            if not sess:
-                continue
+            if not sess or key not in by_key:
+                continue  # a key no application ever acquired (consul lock's, say)
             covered = any(
                 h.session == sess and h.t_acq <= t <= h.belief_end for h in by_key.get(key, [])
             )
@@ -567,7 +568,11 @@ def _check_orphans(
                 for sess in final.get("sessions") or []
                 if str(sess.get("name", "")).startswith(cfg.session_prefix)
             ]
-            held = {k: v for k, v in (final.get("keys") or {}).items() if v.get("session")}
+            held = {
+                k: v
+                for k, v in (final.get("keys") or {}).items()
+                if v.get("session") and k in by_key
+            }
             if left or held:
                 out.append(
                     Violation(

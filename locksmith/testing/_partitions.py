@@ -134,7 +134,7 @@ def make_schedule(
     for k in kinds:
         if k not in ROUND_KINDS:
             raise ValueError(f"unknown round kind {k!r}")
-    weights = lengths or {"short": 0.35, "long": 0.5, "very_long": 0.15}
+    weights = lengths or {"short": 0.35, "long": 0.45, "very_long": 0.2}
     rng = random.Random(seed)
     order = list(kinds)
     rng.shuffle(order)
@@ -391,10 +391,15 @@ class PartitionRun:
                 sampler = threading.Thread(target=self._sampler, name="kv-sampler", daemon=True)
                 sampler.start()
                 try:
-                    self._warmup()
-                    for rnd in self.schedule:
-                        self._play(cluster, rnd)
-                        self._rounds_done += 1
+                    try:
+                        self._warmup()
+                        for rnd in self.schedule:
+                            self._play(cluster, rnd)
+                            self._rounds_done += 1
+                    except Exception as exc:  # noqa: BLE001 - stop, check what was played
+                        self._notes.append(f"run aborted: {type(exc).__name__}: {exc}"[:2000])
+                        self._record("aborted", error=f"{type(exc).__name__}: {exc}"[:2000])
+                        cluster.heal()
                     self._stop_workloads(cluster)
                     self._final_orphans(cluster)
                 finally:

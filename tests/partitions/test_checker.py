@@ -211,10 +211,13 @@ def samples(t0: float, t1: float, **fields: Any) -> list[Event]:
 
 def test_a_key_held_by_a_session_nobody_believes_in() -> None:
     held = {"keys": {KEY: {"session": "ghost", "index": 5}}}
+    someone = hold("app1", 3, 0.0, 0.5)  # the key is one the applications use
     assert CFG.orphan_bound == 45.0
-    assert rules(samples(0, 30, **held)) == set()  # within the bound: reaping takes time
-    out = check(samples(0, 60, **held))
+    assert rules(samples(0, 30, **held), someone) == set()  # within the bound: reaping
+    out = check(samples(0, 60, **held), someone)
     assert len(out) == 1 and out[0].startswith("orphan: ") and "ghost" in out[0]
+    # A key no application ever took (consul lock's) is not theirs to answer for.
+    assert rules(samples(0, 60, **held)) == set()
     # The same samples while a holder believes it holds with that session: no orphan.
     believer = hold("app0", 10, 0.0, 61.0, session="ghost")
     assert rules(samples(0, 60, **held), believer) == set()
