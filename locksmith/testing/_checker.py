@@ -34,7 +34,11 @@ Rules (each violation names its rule):
   ``final-orphan``: once every application closed, nothing of theirs is left on Consul
   after that bound;
 * ``liveness``: after every heal, every lock, election and semaphore is acquired by someone
-  within 2xTTL + lock-delay + election allowance + slack.
+  within 2xTTL + lock-delay + election allowance + slack;
+* ``late-end-signal``: a lease presumed lost at its deadline (``lease_expired``) is
+  signalled by its deadline: at most TTL after the last ``renewed`` event of its session
+  (logged after the renewal's answer) plus TTL/4 for a stalled thread. The worst lateness
+  is reported either way (negative: before the bound).
 
 :func:`check_consul_lock` applies ``exclusion`` to the children of ``consul lock``.
 """
@@ -298,7 +302,71 @@ def check_history(events: list[Event], cfg: CheckConfig) -> CheckResult:
         _check_losses(key, holds, violations, ordered=kind in LOCKISH)
     _check_orphans(events, by_key, cfg, violations)
     _check_liveness(events, by_key, cfg, violations, stats)
+    _check_deadlines(events, by_key, cfg, violations, stats)
+    stats["closest_takeover_s"] = _closest_takeover(by_key)
     return CheckResult(violations, stats, by_key)
+
+
+def _closest_takeover(by_key: dict[str, list[Hold]]) -> float | None:
+    """The smallest gap between a lost hold's end of belief and the next holder's acquire
+    of the same lock or election (how close the safety margin came)."""
+    gaps = []
+    for holds in by_key.values():
+        if holds[0].kind not in LOCKISH:
+            continue
+        for a, b in itertools.pairwise(holds):
+            if a.was_lost and a.belief_end < INF:
+                gaps.append(b.t_acq - a.belief_end)
+    return round(min(gaps), 3) if gaps else None
+
+
+def _check_deadlines(
+    events: list[Event],
+    by_key: dict[str, list[Hold]],
+    cfg: CheckConfig,
+    out: list[Violation],
+    stats: dict[str, Any],
+) -> None:
+    """A lease presumed lost at its deadline (``lease_expired``) must have been signalled by
+    then: its deadline is at most TTL after the last ``renewed`` event of its session (the
+    renewal was logged after its answer, and the deadline is TTL after it started). Lateness
+    beyond a quarter of the TTL (far more than a thread's wake-up) is a violation; the worst
+    lateness is reported either way."""
+    renewals: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for e in events:
+        if e.get("ev") == "renewed" and e.get("session"):
+            ttl = e.get("ttl")
+            renewals[str(e["session"])].append((float(e["t"]), float(ttl or cfg.ttl)))
+    worst: float | None = None
+    checked = 0
+    for holds in by_key.values():
+        for h in holds:
+            reasons = {x.get("reason") for x in (h.ended, h.lost) if x is not None}
+            if "lease_expired" not in reasons or not renewals.get(h.session):
+                continue
+            end = h.end_signal
+            before = [(t, ttl) for t, ttl in renewals[h.session] if t <= end]
+            if not before:
+                continue
+            t_r, ttl = before[-1]
+            late = end - (t_r + ttl)
+            checked += 1
+            worst = late if worst is None else max(worst, late)
+            if late > cfg.ttl / 4:
+                out.append(
+                    Violation(
+                        "late-end-signal",
+                        h.key,
+                        f"{h}: lease_expired signalled at {end:.3f}, {late:.3f}s after its "
+                        f"deadline's upper bound {t_r + ttl:.3f} (last renewal logged at "
+                        f"{t_r:.3f}, TTL {ttl:g}s)",
+                        h.events,
+                    )
+                )
+    stats["deadline_checks"] = {
+        "leases": checked,
+        "worst_lateness_s": None if worst is None else round(worst, 3),
+    }
 
 
 def _check_tokens(key: str, holds: list[Hold], out: list[Violation]) -> None:

@@ -800,6 +800,17 @@ def render_report(results: Sequence[RunResult], *, title: str, command: str) -> 
                     f"{cl.get('sigterm', '-')} SIGTERMs",
                 ],
                 [
+                    "closest takeover: a lost holder's end of belief to the next acquire",
+                    f"{ls.get('closest_takeover_s')} s",
+                    "-",
+                ],
+                [
+                    "lease_expired signal vs. its deadline's upper bound (worst)",
+                    f"{(ls.get('deadline_checks') or {}).get('worst_lateness_s')} s over "
+                    f"{(ls.get('deadline_checks') or {}).get('leases')} leases",
+                    "-",
+                ],
+                [
                     "slowest re-acquire after a heal",
                     f"{ls['liveness']['max_reacquire_s']} s",
                     f"{cl.get('max_restart_after_heal_s', '-')} s",

@@ -24,10 +24,14 @@ It records (see :mod:`locksmith.testing._history`; every event has ``t``, ``proc
 * ``lost``: the ``on_lost`` callback fired (reason, detected_at);
 * ``release_called`` (last_held) before ``release()``, and ``released`` (ok) after it; or
   ``noticed_loss`` (last_held) when the worker saw ``held`` turn False;
-* ``sessions`` (ids), ``error``, ``timeout``, ``start``, ``stop``.
+* ``sessions`` (ids), ``error``, ``timeout``, ``start``, ``stop``;
+* ``renewed`` (session, ttl): a session created or renewed, taken from the manager's own log
+  events (``session.created``, ``session.renewed``), logged after the answer: the lease
+  deadline, TTL after the renewal *started*, is at most TTL after this.
 
 The public API does not expose a lease's deadline (last renewal start + TTL), so the end of
-belief is taken from the end signal (``ended``/``lost``) and the ``held`` samples; the checker
+belief is taken from the end signal (``ended``/``lost``) and the ``held`` samples, and the
+``renewed`` events bound the deadline from above; the checker
 (:mod:`locksmith.testing._checker`) explains how.
 
 **Other front-ends.** The history format is the contract: the checker never looks at how it
@@ -54,6 +58,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -592,8 +597,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[1] not in ("app", "consul-lock"):
         sys.stderr.write(f"{main.__doc__}\n")
         return 64
-    # Library logs go to stderr (the run keeps them in a log file).
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
     stop = threading.Event()
 
     def watch_stdin() -> None:
@@ -603,10 +607,28 @@ def main(argv: list[str]) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    taps: list[History] = []
+
+    def tap(_logger: Any, _method: str, event_dict: Any) -> Any:
+        # Renewals, as the manager logs them (after the answer): a lease's deadline is at most
+        # TTL after this (it is TTL after the renewal *started*).
+        name = event_dict.get("event")
+        if taps and name in ("session.created", "session.renewed"):
+            taps[0].record(
+                "renewed", session=event_dict.get("session_id"), ttl=event_dict.get("ttl")
+            )
+        return event_dict
+
+    processors = [tap, *structlog.get_config()["processors"]]
     threading.Thread(target=watch_stdin, name="workload-stdin", daemon=True).start()
+    # Library logs go to stderr (the run keeps them in a log file).
+    structlog.configure(
+        processors=processors, logger_factory=structlog.PrintLoggerFactory(sys.stderr)
+    )
     if argv[1] == "app":
         cfg = WorkloadConfig.from_json(argv[2])
         with History(cfg.history, cfg.proc) as hist:
+            taps.append(hist)
             hist.record("start", pid=os.getpid(), config=asdict(cfg))
             RUNNERS[cfg.front_end](cfg, hist, stop)
     else:

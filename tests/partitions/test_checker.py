@@ -258,6 +258,19 @@ def test_liveness_after_a_heal() -> None:
     assert check(heal, [ev(120.0, "run", "cut", round=2)], hold("app0", 10, 150.0, 151.0)) == []
 
 
+def test_a_late_end_signal() -> None:
+    lost = hold("app0", 10, 1.0, 12.0, how="lost", session="s1")  # lease_expired at 12.0
+    renewed = [ev(1.0, "app0", "renewed", session="s1", ttl=10.0)]
+    result = check_history(sorted(lost + renewed, key=lambda e: float(e["t"])), CFG)
+    assert result.stats["deadline_checks"] == {"leases": 1, "worst_lateness_s": 1.0}
+    assert result.violations == []  # 1 s late: within TTL/4 (a stalled thread)
+    renewed = [ev(-3.0, "app0", "renewed", session="s1", ttl=10.0)]  # deadline <= 7.0
+    assert rules(lost, renewed) == {"late-end-signal"}
+    in_time = [ev(2.5, "app0", "renewed", session="s1", ttl=10.0)]
+    stats = check_history(sorted(lost + in_time, key=lambda e: float(e["t"])), CFG).stats
+    assert stats["deadline_checks"]["worst_lateness_s"] == -0.5
+
+
 # --------------------------------------------------------------------------- consul lock
 
 
