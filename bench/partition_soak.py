@@ -16,7 +16,8 @@ The exit status is 1 if locksmith broke a rule (``consul lock``'s overlaps are r
 counted).
 
 Run (as root, on Linux): ``python bench/partition_soak.py --rounds 500 --seed 1``. Needs root
-and ``ip``; about 45 s a round on a 2-core machine.
+and ``ip``; about 50 s a round on a 2-core machine. ``--check bench/results/raw/<run>`` checks
+the histories of an earlier (or interrupted) run again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from locksmith.testing import (  # noqa: E402
     netns_unavailable_reason,
     render_report,
 )
+from locksmith.testing._partitions import recheck  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,7 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-consul-lock", action="store_true", help="skip the comparison")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the summary goes")
     ap.add_argument("--consul", default=None, help="consul binary (default: find_consul)")
+    ap.add_argument(
+        "--check",
+        type=Path,
+        metavar="RAW_DIR",
+        help="check the histories of an earlier run again (no cluster, no root needed)",
+    )
     args = ap.parse_args(argv)
+    if args.check is not None:
+        result = recheck(args.check)
+        print(render_report([result], title=f"Re-check of {result.run_id}", command="-"))
+        print(json.dumps(result.summary(), indent=1))
+        return 1 if result.violations else 0
     reason = netns_unavailable_reason()
     if reason is not None:
         print(f"partition soak skipped: network namespaces unavailable: {reason}")

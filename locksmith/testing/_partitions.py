@@ -53,7 +53,9 @@ __all__ = [
     "Round",
     "RunConfig",
     "RunResult",
+    "check_run",
     "make_schedule",
+    "recheck",
     "render_report",
 ]
 
@@ -415,17 +417,7 @@ class PartitionRun:
 
     def _result(self, duration: float) -> RunResult:
         events = read_history(p for p in self._history_files if p.exists())
-        ls_events = [e for e in events if not str(e.get("ev", "")).startswith("cl_")]
-        result = check_history(ls_events, self.cfg.check_config(self.session_prefix))
-        cl = None
-        if self.cfg.consul_lock:
-            cl_events = [
-                e
-                for e in events
-                if str(e.get("ev", "")).startswith("cl_") or e.get("proc") == "run"
-            ]
-            cl = check_consul_lock(cl_events)
-            cl.stats.update(_consul_lock_recovery(events))
+        result, cl = check_run(events, self.cfg, self.session_prefix)
         out = RunResult(
             config=self.cfg,
             run_id=self.run_id,
@@ -717,6 +709,54 @@ class PartitionRun:
                 self._record("final", clean=clean)
                 return
             time.sleep(1.0)
+
+
+def check_run(
+    events: list[Event], cfg: RunConfig, session_prefix: str
+) -> tuple[CheckResult, CheckResult | None]:
+    """Check a run's merged events: locksmith's rules, and ``consul lock``'s exclusion."""
+    ls_events = [e for e in events if not str(e.get("ev", "")).startswith("cl_")]
+    result = check_history(ls_events, cfg.check_config(session_prefix))
+    cl = None
+    if cfg.consul_lock:
+        cl_events = [
+            e for e in events if str(e.get("ev", "")).startswith("cl_") or e.get("proc") == "run"
+        ]
+        cl = check_consul_lock(cl_events)
+        cl.stats.update(_consul_lock_recovery(events))
+    return result, cl
+
+
+def recheck(out_dir: Path) -> RunResult:
+    """Check the histories a run left in ``out_dir`` again (with this checker), e.g. the raw
+    histories of a soak under ``bench/results/raw/``. Works on a run cut short, too."""
+    out_dir = Path(out_dir)
+    events = read_history(sorted(out_dir.glob("*.jsonl")))
+    start = next(e for e in events if e.get("ev") == "run_start" and e.get("proc") == "run")
+    raw = dict(start["config"])
+    for k in ("kinds", "locks", "hold"):
+        raw[k] = tuple(raw[k])
+    cfg = RunConfig(**raw)
+    schedule = [
+        Round(**{**r, "flaps": tuple(tuple(f) for f in r.get("flaps", ()))})
+        for r in start["schedule"]
+    ]
+    run_id = str(start["run_id"])
+    result, cl = check_run(events, cfg, f"lsnp-{run_id}-app")
+    ends = [float(e["t"]) for e in events if e.get("proc") == "run"]
+    notes = [str(e.get("error")) for e in events if e.get("ev") == "aborted"]
+    return RunResult(
+        config=cfg,
+        run_id=run_id,
+        schedule=schedule,
+        out_dir=out_dir,
+        events=events,
+        locksmith=result,
+        consul_lock=cl,
+        duration=max(ends) - float(start["t"]),
+        rounds_done=sum(1 for e in events if e.get("ev") == "round_end"),
+        notes=notes,
+    )
 
 
 def _consul_lock_recovery(events: list[Event]) -> dict[str, Any]:
