@@ -93,7 +93,6 @@ NAME_PREFIX = "lsnp-"
 BLACKHOLE_MAC = "02:18:de:ad:00:00"
 NETNS_DIR = Path("/run/netns")
 SWITCH_NET = ipaddress.IPv4Network("198.18.0.0/24")
-APP_NETS = ipaddress.IPv4Network("198.19.0.0/16")
 HTTP_PORT = 8500
 SERVER_PORT = 8300
 _CLONE_NEWNET = 0x40000000
@@ -158,7 +157,7 @@ def netns_unavailable_reason() -> str | None:
         return "network namespaces need root (this process is not uid 0)"
     if shutil.which("ip") is None:
         return "the `ip` command (iproute2) is not installed"
-    probe = f"{NAME_PREFIX}{_owner_tag()}-probe{threading.get_ident() % 10000}"
+    probe = f"{NAME_PREFIX}{_owner_tag()}-0-probe{threading.get_ident() % 10000}"
     try:
         _run(["ip", "netns", "add", probe])
     except (NetnsUnavailableError, OSError, subprocess.SubprocessError) as exc:
@@ -190,6 +189,8 @@ def _kill_netns(name: str) -> None:
         if not pids:
             break
         for pid in pids:
+            if pid == os.getpid():
+                continue  # never: only a thread of ours can be in there (see call())
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
