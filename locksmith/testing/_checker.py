@@ -21,7 +21,8 @@ Rules (each violation names its rule):
   (``hard`` in the message when a ``held`` sample of the first falls in the second's tenure);
 * ``semaphore-limit``: never more than ``limit`` believers of one semaphore at an instant;
 * ``held-after-end``: no ``held`` sample after the lease's own end signal;
-* ``token-order``: tokens of one key increase with acquisition time, and never repeat;
+* ``token-order``: tokens never repeat, and tokens of a lock or election increase with
+  acquisition time (a semaphore's holders acquire concurrently, so only repeats count there);
 * ``fencing``: an accepted fenced write (``write``, or a register value seen by the run's
   samples, which also covers writes whose answer was lost) landed at a Raft index W with
   token T only if T is the highest token issued for that key below W (and T < W) — exact,
@@ -170,11 +171,18 @@ class Hold:
         return min(ts) if ts else INF
 
     def held_samples(self) -> list[float]:
-        """Instants at which ``held`` was read True."""
-        out = [float(w["held_at"]) for w in self.writes if "held_at" in w]
+        """Instants at which ``held`` was read True.
+
+        A ``last_held`` of None, or not after the recorded acquire, means ``held`` was never
+        read True (workloads before this rule recorded the acquire time there).
+        """
+        out = [float(w["held_at"]) for w in self.writes if w.get("held_at") is not None]
+        t_rec = float(self.events[0]["t"])
         for e in (self.release_called, self.noticed_loss):
-            if e is not None and "last_held" in e:
-                out.append(float(e["last_held"]))
+            if e is not None and e.get("last_held") is not None:
+                t = float(e["last_held"])
+                if t > t_rec or e is self.release_called:
+                    out.append(t)
         return out
 
     @property
@@ -220,6 +228,9 @@ def build_holds(events: list[Event]) -> tuple[dict[str, list[Hold]], list[Violat
     """
     problems: list[Violation] = []
     holds: dict[tuple[str, str, int], list[Hold]] = {}
+    # Events that came before their acquire was recorded: the library may report a loss (its
+    # callback, its end signal) before acquire() has returned to the worker.
+    early: dict[tuple[str, str, int], list[Event]] = defaultdict(list)
     last_t: dict[str, float] = {}
     for ev in events:
         proc = str(ev.get("proc", ""))
@@ -230,13 +241,16 @@ def build_holds(events: list[Event]) -> tuple[dict[str, list[Hold]], list[Violat
             continue
         ident = (str(ev["proc"]), str(ev["key"]), int(ev["token"]))
         if kind == "acquire":
+            # Belief starts when the library had the answer (the lease's own timestamp, on the
+            # same clock), which may be a little before the worker recorded it.
+            t_acq = min(float(ev["t"]), float(ev.get("acquired_at") or ev["t"]))
             hold = Hold(
                 proc=ident[0],
                 kind=str(ev["kind"]),
                 key=ident[1],
                 token=ident[2],
                 session=str(ev.get("session", "")),
-                t_acq=float(ev["t"]),
+                t_acq=t_acq,
                 events=[ev],
                 proc_end=last_t.get(ident[0], INF),
             )
@@ -250,19 +264,14 @@ def build_holds(events: list[Event]) -> tuple[dict[str, list[Hold]], list[Violat
                     )
                 )
             holds.setdefault(ident, []).append(hold)
+            for e in early.pop(ident, []):
+                _attach(hold, e)
             continue
         same = holds.get(ident)
         if not same:
-            continue  # e.g. a loss callback of a lease whose acquire answer was never seen
-        hold = same[-1]
-        hold.events.append(ev)
-        if kind == "write":
-            hold.writes.append(ev)
-        elif (
-            kind in ("ended", "lost", "release_called", "noticed_loss", "released")
-            and getattr(hold, kind) is None
-        ):
-            setattr(hold, kind, ev)
+            early[ident].append(ev)  # its acquire may be recorded just after
+            continue
+        _attach(same[-1], ev)
     by_key: dict[str, list[Hold]] = defaultdict(list)
     for lst in holds.values():
         for h in lst:
@@ -270,6 +279,18 @@ def build_holds(events: list[Event]) -> tuple[dict[str, list[Hold]], list[Violat
     for lst in by_key.values():
         lst.sort(key=lambda h: h.t_acq)
     return dict(by_key), problems
+
+
+def _attach(hold: Hold, ev: Event) -> None:
+    kind = ev.get("ev")
+    hold.events.append(ev)
+    if kind == "write":
+        hold.writes.append(ev)
+    elif (
+        kind in ("ended", "lost", "release_called", "noticed_loss", "released")
+        and getattr(hold, str(kind)) is None
+    ):
+        setattr(hold, str(kind), ev)
 
 
 def _ev_brief(events: list[Event], t0: float, t1: float, kinds: tuple[str, ...]) -> list[Event]:
@@ -382,6 +403,8 @@ def _check_tokens(key: str, holds: list[Hold], out: list[Violation]) -> None:
                 )
             )
         seen[h.token] = h
+    if holds and holds[0].kind not in LOCKISH:
+        return  # a semaphore's holders acquire concurrently: only repeats are wrong
     for a, b in itertools.pairwise(holds):
         if b.token < a.token and b.t_acq > a.t_acq:
             out.append(

@@ -345,16 +345,16 @@ class _Workers:
 
     def _hold(
         self, target: _Target, lease: Lease, t_acq: float, rng: random.Random
-    ) -> tuple[bool, float]:
+    ) -> tuple[bool, float | None]:
         """Hold until the hold time is over or ``stop``, writing to the register if any.
 
         Returns:
             (still held: False if ``held`` turned False or a fenced write was refused first,
-            the last time ``held`` was seen True).
+            the last time ``held`` was read True, None if never).
         """
         long = rng.random() < self.cfg.long_hold_share
         until = t_acq + rng.uniform(*(self.cfg.long_hold if long else self.cfg.hold))
-        last_held = t_acq
+        last_held: float | None = None
         token = lease.fencing_token
         base = {"kind": target.kind, "key": lease.key, "token": token, "target": target.register}
         while True:
@@ -378,7 +378,7 @@ class _Workers:
                     self.hist.record("write", **base, seq=seq, index=index, held_at=t0)
             self.stop.wait(rng.uniform(*self.cfg.write_every))
 
-    def _finish(self, target: _Target, lease: Lease, still: bool, last: float) -> None:
+    def _finish(self, target: _Target, lease: Lease, still: bool, last: float | None) -> None:
         base = {"kind": target.kind, "key": lease.key, "token": lease.fencing_token}
         if still:
             self.hist.record("release_called", **base, last_held=last)

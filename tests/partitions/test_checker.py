@@ -150,6 +150,24 @@ def test_a_loss_must_be_reported() -> None:
     assert rules(events, [ev(6.0, "app0", "stop")]) == set()
 
 
+def test_a_loss_reported_before_the_acquire_was_recorded() -> None:
+    """Found by the soak (seed 1): a semaphore slot lost while acquire() was still returning;
+    the callback's event came first and must still count, and the worker's first ``held``
+    read being False is no ``held`` sample."""
+    kw: dict[str, Any] = {"kind": "semaphore", "key": "run/semaphore", "token": 7}
+    events = [
+        ev(10.000, "app2", "lost", **kw, reason="released_by_other", session="s"),
+        ev(10.001, "app2", "acquire", **kw, session="s", acquired_at=9.999),
+        ev(10.002, "app2", "ended", **kw, session="s", reason="event"),
+        ev(10.003, "app2", "noticed_loss", **kw, last_held=10.001),  # = the acquire's t
+        ev(40.0, "app2", "stop"),
+    ]
+    (h,) = build_holds(events)[0]["run/semaphore"]
+    assert h.lost is not None and h.was_lost and h.held_samples() == []
+    assert h.t_acq == 9.999  # belief starts at the lease's own timestamp
+    assert check(events) == []
+
+
 # --------------------------------------------------------------------------- semaphore
 
 
@@ -181,6 +199,9 @@ def test_one_process_acquiring_a_token_twice_gets_two_holds() -> None:
 
 def test_tokens_going_backwards() -> None:
     assert rules(hold("app0", 30, 1.0, 2.0), hold("app1", 20, 3.0, 4.0)) == {"token-order"}
+    # Semaphore slots are taken concurrently: their tokens need not follow the recorded times.
+    kw: dict[str, Any] = {"key": "run/semaphore", "kind": "semaphore"}
+    assert check(hold("app0", 30, 1.0, 2.0, **kw), hold("app1", 20, 1.1, 4.0, **kw)) == []
 
 
 def test_a_write_accepted_under_a_superseded_token() -> None:
