@@ -61,13 +61,23 @@ def main(argv: list[str] | None = None) -> int:
         "--check",
         type=Path,
         metavar="RAW_DIR",
-        help="check the histories of an earlier run again (no cluster, no root needed)",
+        help="check the histories of an earlier run again (no cluster, no root needed) and "
+        "write its summary next to the raw folder's parent",
     )
     args = ap.parse_args(argv)
     if args.check is not None:
         result = recheck(args.check)
-        print(render_report([result], title=f"Re-check of {result.run_id}", command="-"))
+        cfg = result.config
+        report = render_report(
+            [result],
+            title=f"Partition soak, seed {cfg.seed}, {result.rounds_done} rounds (re-checked)",
+            command=f"python bench/partition_soak.py --seed {cfg.seed} --rounds {cfg.rounds}",
+        )
+        summary = args.out / f"{Path(args.check).name}.md"
+        summary.write_text(report)
+        print(report)
         print(json.dumps(result.summary(), indent=1))
+        print(f"summary: {summary}")
         return 1 if result.violations else 0
     reason = netns_unavailable_reason()
     if reason is not None:

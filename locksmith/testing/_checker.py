@@ -108,15 +108,29 @@ class Violation:
     key: str
     message: str
     events: list[Event] = field(default_factory=list)
+    finding: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"rule": self.rule, "key": self.key, "message": self.message, "events": self.events}
+        return {
+            "rule": self.rule,
+            "key": self.key,
+            "message": self.message,
+            "finding": self.known_finding,
+            "events": self.events,
+        }
 
     @property
     def known_finding(self) -> str | None:
         """The ID of a known finding in the library core this violation is an instance of
-        (see ``docs/faults.md``), or None."""
+        (see ``docs/faults.md``), or None.
+
+        P1: a semaphore token handed out twice. P2: a belief that outlived its lease because
+        a release of an *earlier* lease of the same session reached Consul late and freed it
+        (``released_by_other`` shortly after that session released the same key).
+        """
+        if self.finding is not None:
+            return self.finding
         repeat = "handed to both" in self.message or "twice" in self.message
         if self.rule == "token-order" and self.key.endswith("/semaphore") and repeat:
             return "P1"
@@ -449,9 +463,31 @@ def _check_exclusion(
                     f"{a} believed it held until {a.belief_end:.3f}, but {b} acquired at "
                     f"{b.t_acq:.3f} ({a.belief_end - b.t_acq:.3f}s of overlap{note})",
                     _pair_evidence(a, b, run_events),
+                    finding="P2" if not hard and _late_release_victim(a, holds) else None,
                 )
             )
         active.append(b)
+
+
+#: How soon after a release of the same key by the same session a ``released_by_other``
+#: loss is taken for P2 (a late release): Consul holds writes for up to 7 s without a
+#: leader, plus the client's own timeout.
+P2_WINDOW = 15.0
+
+
+def _late_release_victim(h: Hold, holds: list[Hold]) -> bool:
+    """Whether ``h`` fits core finding P2: lost as ``released_by_other`` while an earlier
+    lease of its own session on the same key had been released shortly before."""
+    reasons = {x.get("reason") for x in (h.ended, h.lost) if x is not None}
+    if "released_by_other" not in reasons:
+        return False
+    for g in holds:
+        if g is h or g.session != h.session or g.release_called is None:
+            continue
+        released = float(g.release_called["t"])
+        if released <= h.t_acq <= released + P2_WINDOW:
+            return True
+    return False
 
 
 def _check_semaphore(
@@ -476,6 +512,7 @@ def _check_semaphore(
                 (e for x in live for e in x.events if e.get("ev") != "write"),
                 key=lambda e: float(e.get("t", 0.0)),
             )
+            late = [x for x in live if _late_release_victim(x, holds)]
             out.append(
                 Violation(
                     "semaphore-limit",
@@ -483,6 +520,7 @@ def _check_semaphore(
                     f"{len(live)} holders believed at {t:.3f} (limit {limit}): "
                     + ", ".join(str(x) for x in live),
                     ev,
+                    finding="P2" if late else None,
                 )
             )
             reported = True  # one report per key is enough evidence

@@ -171,6 +171,25 @@ def test_a_loss_reported_before_the_acquire_was_recorded() -> None:
 # --------------------------------------------------------------------------- semaphore
 
 
+def test_a_late_release_victim_is_labelled_p2() -> None:
+    """Found by the soak (seed 1): app2 released its slot during a cut, took a slot again
+    after the heal, and its contender key was freed by its own earlier release arriving late
+    (P2): app0 took the freed slot 1.3 ms before app2 learned of it."""
+    kw: dict[str, Any] = {"key": "run/semaphore", "kind": "semaphore"}
+    a = hold("app1", 10, 0.0, 20.0, **kw)
+    earlier = hold("app2", 12, 1.0, 2.0, session="s2", **kw)
+    victim = hold("app2", 15, 8.0, 9.0, session="s2", **kw)
+    for e in victim:
+        if e["ev"] in ("ended", "lost"):
+            e["reason"] = "released_by_other"
+    rival = hold("app0", 18, 8.999, 12.0, **kw)
+    (v,) = check_history(sorted(a + earlier + victim + rival, key=lambda e: e["t"]), CFG).violations
+    assert v.rule == "semaphore-limit" and v.known_finding == "P2"
+    # Without the earlier release by the same session, it is no known finding.
+    (v,) = check_history(sorted(a + victim + rival, key=lambda e: e["t"]), CFG).violations
+    assert v.rule == "semaphore-limit" and v.known_finding is None
+
+
 def test_semaphore_limit() -> None:
     kw: dict[str, Any] = {"key": "run/semaphore", "kind": "semaphore"}
     two = [hold("app0", 10, 1.0, 5.0, **kw), hold("app1", 20, 2.0, 6.0, **kw)]
