@@ -50,6 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=500)
     ap.add_argument("--kinds", default=",".join(ROUND_KINDS), help="comma-separated kinds")
+    ap.add_argument(
+        "--targets",
+        default=None,
+        help="comma-separated target choices, e.g. holder:consul-lock (default: all)",
+    )
+    ap.add_argument(
+        "--lengths",
+        default=None,
+        help="weights of short,long,very_long, e.g. 0,0,1 (default: 0.35,0.45,0.2)",
+    )
     ap.add_argument("--ttl", type=float, default=10.0)
     ap.add_argument("--lock-delay", type=float, default=1.0)
     ap.add_argument("--servers", type=int, default=3)
@@ -92,6 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         servers=args.servers,
         hosts=args.hosts,
         consul_lock=not args.no_consul_lock,
+        targets=tuple(args.targets.split(",")) if args.targets else None,
+        lengths=(
+            dict(
+                zip(
+                    ("short", "long", "very_long"), map(float, args.lengths.split(",")), strict=True
+                )
+            )
+            if args.lengths
+            else None
+        ),
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     raw = args.out / "raw" / f"partitions-{stamp}-seed{args.seed}"
@@ -103,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         + (f" --ttl {args.ttl:g}" if args.ttl != 10.0 else "")
         + (f" --lock-delay {args.lock_delay:g}" if args.lock_delay != 1.0 else "")
         + (" --no-consul-lock" if args.no_consul_lock else "")
+        + (f" --targets {args.targets}" if args.targets else "")
+        + (f" --lengths {args.lengths}" if args.lengths else "")
     )
     report = render_report(
         [result],

@@ -119,6 +119,7 @@ def make_schedule(
     lengths: dict[str, float] | None = None,
     length_by_kind: dict[str, str] | None = None,
     cover_all: bool = True,
+    targets: Sequence[str] | None = None,
 ) -> list[Round]:
     """The rounds for ``seed`` (the same seed and arguments give the same list).
 
@@ -132,6 +133,8 @@ def make_schedule(
         lengths: Weights of ``short``, ``long`` and ``very_long``.
         length_by_kind: A fixed length for some kinds (the CI profile's).
         cover_all: The first ``len(kinds)`` rounds use every kind once, in a seeded order.
+        targets: Target choices (default: the holder targets and ``host:K``); ``host:*``
+            stands for the seed's host.
     """
     for k in kinds:
         if k not in ROUND_KINDS:
@@ -146,7 +149,8 @@ def make_schedule(
         length = rng.choices(list(weights), weights=list(weights.values()))[0]
         length = (length_by_kind or {}).get(kind, length)
         fallback = rng.randrange(hosts)
-        target = rng.choice([*HOLDER_TARGETS, f"host:{fallback}"])
+        target = rng.choice(list(targets) if targets else [*HOLDER_TARGETS, "host:*"])
+        target = target.replace("host:*", f"host:{fallback}")
         how: CutKind = rng.choice(["drop", "link"])
         flaps: tuple[tuple[float, float], ...] = ()
         side = "agent"
@@ -181,6 +185,7 @@ class RunConfig:
         kinds: Round kinds to choose from.
         lengths: Weights of the durations (see :func:`make_schedule`).
         length_by_kind: Fixed durations of some kinds (see :func:`make_schedule`).
+        targets: Target choices (see :func:`make_schedule`).
         cover_all: Every kind once first.
         servers: Consul servers (3 or 5).
         hosts: Application hosts (each with its agent host).
@@ -207,6 +212,7 @@ class RunConfig:
     lengths: dict[str, float] | None = None
     length_by_kind: dict[str, str] | None = None
     cover_all: bool = True
+    targets: tuple[str, ...] | None = None
     servers: int = 3
     hosts: int = 3
     ttl: float = 10.0
@@ -338,6 +344,7 @@ class PartitionRun:
             lengths=config.lengths,
             length_by_kind=config.length_by_kind,
             cover_all=config.cover_all,
+            targets=config.targets,
         )
         self.cluster: NetnsCluster | None = None
         self.hist: History | None = None
@@ -734,8 +741,9 @@ def recheck(out_dir: Path) -> RunResult:
     events = read_history(sorted(out_dir.glob("*.jsonl")))
     start = next(e for e in events if e.get("ev") == "run_start" and e.get("proc") == "run")
     raw = dict(start["config"])
-    for k in ("kinds", "locks", "hold"):
-        raw[k] = tuple(raw[k])
+    for k in ("kinds", "locks", "hold", "targets"):
+        if raw.get(k) is not None:
+            raw[k] = tuple(raw[k])
     cfg = RunConfig(**raw)
     schedule = [
         Round(**{**r, "flaps": tuple(tuple(f) for f in r.get("flaps", ()))})

@@ -56,3 +56,12 @@ def test_length_by_kind_and_weights() -> None:
 def test_unknown_kinds_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown round kind"):
         make_schedule(1, 3, kinds=("isolate_host", "meteor"))
+
+
+def test_targets_can_be_restricted() -> None:
+    rounds = make_schedule(
+        9, 20, kinds=("cut_app", "isolate_host"), targets=("holder:consul-lock",)
+    )
+    assert {r.target for r in rounds} == {"holder:consul-lock"}
+    hosts = make_schedule(9, 20, targets=("host:*",))
+    assert all(r.target in ("leader", f"host:{r.fallback}") for r in hosts)
