@@ -171,6 +171,15 @@ def test_a_loss_reported_before_the_acquire_was_recorded() -> None:
 # --------------------------------------------------------------------------- semaphore
 
 
+def test_a_semaphore_slot_may_be_taken_beside_a_lost_one() -> None:
+    """Found on the way: the loss-before-the-next-acquire rule was applied to a semaphore,
+    whose next holder may rightly hold beside a holder that is losing its slot."""
+    kw: dict[str, Any] = {"key": "run/semaphore", "kind": "semaphore"}
+    lost = hold("app1", 10, 0.0, 12.0, how="lost", **kw)  # lost at 12.0
+    beside = hold("app0", 20, 8.0, 9.0, **kw)  # a free slot: fine while app1 still holds
+    assert check(lost, beside, [ev(40.0, "app1", "stop")]) == []
+
+
 def test_a_late_release_victim_is_labelled_p2() -> None:
     """Found by the soak (seed 1): app2 released its slot during a cut, took a slot again
     after the heal, and its contender key was freed by its own earlier release arriving late
