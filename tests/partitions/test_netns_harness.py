@@ -263,3 +263,22 @@ def test_unavailable_without_root() -> None:
         check=False,
     )
     assert "need root" in out.stdout, out.stderr
+
+
+def test_five_servers(netns_ok: None) -> None:
+    """A 5-server cluster; the leader split off with one other server: the three elect."""
+    with NetnsCluster(5, 1) as lab:
+        assert lab.servers == ["s0", "s1", "s2", "s3", "s4"]
+        old = lab.wait_for_leader(60, all_servers=True)
+        minority = [old, next(s for s in lab.servers if s != old)]
+        majority = [s for s in lab.servers if s not in minority]
+        lab.partition(minority, [*majority, "h0"])
+        deadline = time.monotonic() + 60
+        new = lab.leader()
+        while new not in majority and time.monotonic() < deadline:
+            time.sleep(0.2)
+            new = lab.leader()
+        assert new in majority, lab.leader_views()
+        lab.heal()
+        lead = lab.wait_for_leader(60, all_servers=True)
+        assert set(lab.leader_views().values()) == {lead}
