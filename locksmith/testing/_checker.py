@@ -31,7 +31,9 @@ Rules (each violation names its rule):
   before the next holder's ``acquire``; ``loss-unreported``: every loss gets one;
 * ``orphan``: a lock/election key held by a session, or a session of the run's applications,
   that no process believes in (no hold of that key by that session; no application listing
-  that session), for longer than the orphan bound 2xTTL + election allowance + slack;
+  that session), for longer than the orphan bound 2xTTL + election allowance + slack,
+  counted from its first sighting or from the last leader change since (a leader change
+  restarts every TTL timer in full);
   ``final-orphan``: once every application closed, nothing of theirs is left on Consul
   after that bound;
 * ``liveness``: after every heal, every lock, election and semaphore is acquired by someone
@@ -338,21 +340,21 @@ def check_history(events: list[Event], cfg: CheckConfig) -> CheckResult:
     _check_orphans(events, by_key, cfg, violations)
     _check_liveness(events, by_key, cfg, violations, stats)
     _check_deadlines(events, by_key, cfg, violations, stats)
-    stats["closest_takeover_s"] = _closest_takeover(by_key)
+    stats["takeovers_after_loss"] = _takeovers(by_key)
     return CheckResult(violations, stats, by_key)
 
 
-def _closest_takeover(by_key: dict[str, list[Hold]]) -> float | None:
-    """The smallest gap between a lost hold's end of belief and the next holder's acquire
-    of the same lock or election (how close the safety margin came)."""
+def _takeovers(by_key: dict[str, list[Hold]]) -> dict[str, Any]:
+    """Rivals taking a lock or election after its holder lost it: how many, and the smallest
+    gap between the loser's end of belief and the rival's acquire (the safety margin)."""
     gaps = []
     for holds in by_key.values():
         if holds[0].kind not in LOCKISH:
             continue
         for a, b in itertools.pairwise(holds):
-            if a.was_lost and a.belief_end < INF:
+            if a.was_lost and a.belief_end < INF and b.proc != a.proc:
                 gaps.append(b.t_acq - a.belief_end)
-    return round(min(gaps), 3) if gaps else None
+    return {"count": len(gaps), "closest_s": round(min(gaps), 3) if gaps else None}
 
 
 def _check_deadlines(
@@ -614,10 +616,48 @@ def _runs(samples: list[tuple[float, bool]]) -> list[tuple[float, float]]:
     return runs
 
 
+#: Round kinds that move the Raft leader (during the cut, and again when it heals).
+LEADER_ROUNDS = ("isolate_leader", "split_leader")
+
+
+def leader_changes(events: list[Event]) -> list[float]:
+    """Instants at or before which the Raft leader changed (sorted): a change restarts
+    every session's TTL timer in full, so a session nobody renews lives on for 2xTTL from
+    there. Taken from the leader named by consecutive samples and by the run's ``leader``
+    events, and, for histories without them, from the cut and heal of every round that
+    moves the leader."""
+    out: list[float] = []
+    last: str | None = None
+    moving = False
+    for e in events:
+        if e.get("proc") != "run":
+            continue
+        kind = e.get("ev")
+        if kind in ("kv_sample", "final_sample", "leader") and e.get("leader"):
+            if last is not None and e["leader"] != last:
+                out.append(float(e["t"]))
+            last = str(e["leader"])
+        elif kind == "cut":
+            moving = e.get("kind") in LEADER_ROUNDS
+            if moving:
+                out.append(float(e["t"]) + float(e.get("duration", 0.0)))  # by the heal
+        elif kind == "heal" and moving:
+            out.append(float(e["t"]))  # the cut-off server rejoining may force an election
+    return sorted(out)
+
+
+def _orphan_start(first: float, last: float, changes: list[float]) -> float:
+    """When an orphan's reaping clock last (re)started: at its first sighting, or at the
+    latest leader change after that (and by its last sighting)."""
+    i = bisect.bisect_right(changes, last)
+    return max(first, changes[i - 1]) if i > 0 else first
+
+
 def _check_orphans(
     events: list[Event], by_key: dict[str, list[Hold]], cfg: CheckConfig, out: list[Violation]
 ) -> None:
     bound = cfg.orphan_bound
+    changes = leader_changes(events)
     samples = [e for e in events if e.get("ev") in ("kv_sample", "final_sample")]
     # Keys: (key, session) -> [(t, covered)]
     key_obs: dict[tuple[str, str], list[tuple[float, bool]]] = defaultdict(list)
@@ -635,7 +675,7 @@ def _check_orphans(
         for first, last in _runs(obs):
             # Before the acquire's answer and after the belief ended, a key may carry the
             # session for a while (the server reaps at 2xTTL): only a long run is an orphan.
-            if last - first > bound:
+            if last - _orphan_start(first, last, changes) > bound:
                 out.append(
                     Violation(
                         "orphan",
@@ -678,7 +718,7 @@ def _check_orphans(
             sess_obs[sid].append((t, covered))
     for sid, obs in sess_obs.items():
         for first, last in _runs(obs):
-            if last - first > bound:
+            if last - _orphan_start(first, last, changes) > bound:
                 out.append(
                     Violation(
                         "orphan",

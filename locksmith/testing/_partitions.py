@@ -667,6 +667,7 @@ class PartitionRun:
     def _sample(self, cluster: NetnsCluster, ev: str) -> bool:
         """Record one consistent view of the run's keys and sessions; True if it is clean
         (no session of an application, no held key)."""
+        leader = cluster.leader()
         entries = cluster.consistent(f"/v1/kv/{self.prefix}?recurse")
         sessions = cluster.consistent("/v1/session/list")
         if entries is None or sessions is None:
@@ -691,7 +692,8 @@ class PartitionRun:
             for s in sessions
             if isinstance(s, dict) and str(s.get("Name", "")).startswith(f"lsnp-{self.run_id}-")
         ]
-        self._record(ev, keys=keys, registers=registers, sessions=ours)
+        # The leader matters to the checker: a leader change restarts every TTL timer.
+        self._record(ev, keys=keys, registers=registers, sessions=ours, leader=leader)
         app_sessions = [s for s in ours if str(s["name"]).startswith(self.session_prefix)]
         held = [k for k, v in keys.items() if v.get("session") and "/consul-lock/" not in k]
         return not app_sessions and not held
@@ -848,8 +850,10 @@ def render_report(results: Sequence[RunResult], *, title: str, command: str) -> 
                     f"{cl.get('sigterm', '-')} SIGTERMs",
                 ],
                 [
-                    "closest takeover: a lost holder's end of belief to the next acquire",
-                    f"{ls.get('closest_takeover_s')} s",
+                    "rivals taking over a lost lock or election (closest: loser's end of "
+                    "belief to rival's acquire)",
+                    f"{(ls.get('takeovers_after_loss') or {}).get('count')} "
+                    f"({(ls.get('takeovers_after_loss') or {}).get('closest_s')} s)",
                     "-",
                 ],
                 [

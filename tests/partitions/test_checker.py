@@ -282,6 +282,26 @@ def test_a_session_no_application_uses() -> None:
     assert rules(samples(0, 60, **other)) == set()
 
 
+def test_a_leader_change_restarts_the_orphan_clock() -> None:
+    """Found by the soak (seed 1): sessions whose create answer never came back lived 54 s,
+    because two leader changes in a row each restarted their TTL timers (Consul does so)."""
+    sess = {"sessions": [{"id": "s9", "name": "run-app2-ephemeral"}]}
+    seen = [{**e, "leader": "s0"} for e in samples(0, 54, **sess)]
+    assert rules(seen) == {"orphan"}
+    for e in seen:
+        if e["t"] >= 20.0:
+            e["leader"] = "s1"  # a new leader from t=20: reaped 2xTTL later at the earliest
+    assert rules(seen) == set()
+    # Histories without leaders in their samples: the heal of a round that moves the leader.
+    plain = samples(0, 54, **sess)
+    heal = [
+        ev(5.0, "run", "cut", kind="isolate_leader", duration=10.0),
+        ev(15.0, "run", "heal", round=1),
+    ]
+    assert rules(plain, heal) == set()
+    assert rules(samples(0, 80, **sess), heal) == {"orphan"}
+
+
 def test_anything_left_after_the_applications_stopped() -> None:
     stop = [ev(10.0, "app0", "stop")]
     left = {"sessions": [{"id": "s1", "name": "run-app0"}], "keys": {}}
