@@ -326,17 +326,18 @@ def check_history(events: list[Event], cfg: CheckConfig) -> CheckResult:
     """Check every rule of the module docstring on a run's merged, time-sorted events."""
     by_key, violations = build_holds(events)
     run_events = [e for e in events if e.get("proc") == "run"]
+    windows = cut_windows(run_events)
     stats = _stats(events, by_key)
     for key, holds in sorted(by_key.items()):
         kind = holds[0].kind
         _check_tokens(key, holds, violations)
         _check_held_after_end(key, holds, violations)
         if kind in LOCKISH:
-            _check_exclusion(key, holds, run_events, violations)
+            _check_exclusion(key, holds, run_events, windows, violations)
             _check_fencing(key, holds, events, violations)
         elif cfg.semaphore_limit > 0:
-            _check_semaphore(key, holds, cfg.semaphore_limit, run_events, violations)
-        _check_losses(key, holds, violations, ordered=kind in LOCKISH)
+            _check_semaphore(key, holds, cfg.semaphore_limit, run_events, windows, out=violations)
+        _check_losses(key, holds, windows, violations, ordered=kind in LOCKISH)
     _check_orphans(events, by_key, cfg, violations)
     _check_liveness(events, by_key, cfg, violations, stats)
     _check_deadlines(events, by_key, cfg, violations, stats)
@@ -450,7 +451,7 @@ def _check_held_after_end(key: str, holds: list[Hold], out: list[Violation]) -> 
 
 
 def _check_exclusion(
-    key: str, holds: list[Hold], run_events: list[Event], out: list[Violation]
+    key: str, holds: list[Hold], run_events: list[Event], windows: Windows, out: list[Violation]
 ) -> None:
     active: list[Hold] = []  # earlier holds whose belief may still run (sorted by t_acq)
     for b in holds:
@@ -465,35 +466,69 @@ def _check_exclusion(
                     f"{a} believed it held until {a.belief_end:.3f}, but {b} acquired at "
                     f"{b.t_acq:.3f} ({a.belief_end - b.t_acq:.3f}s of overlap{note})",
                     _pair_evidence(a, b, run_events),
-                    finding="P2" if not hard and _late_release_victim(a, holds) else None,
+                    finding=(
+                        "P2" if not hard and _late_release_victim(a, holds, windows) else None
+                    ),
                 )
             )
         active.append(b)
 
 
-#: How soon after a release of the same key by the same session a ``released_by_other``
-#: loss is taken for P2 (a late release): Consul holds writes for up to 7 s without a
-#: leader, plus the client's own timeout.
+#: How long after the heal of the cut it was issued in a late release is still taken for P2.
+#: Consul holds a write for up to 7 s without a leader, and a write stuck in an agent's
+#: connection to a cut-off server is delivered when the cut heals.
 P2_WINDOW = 15.0
 
+Windows = list[tuple[float, float]]
 
-def _late_release_victim(h: Hold, holds: list[Hold]) -> bool:
-    """Whether ``h`` fits core finding P2: lost as ``released_by_other`` while an earlier
-    lease of its own session on the same key had been released shortly before."""
+
+def cut_windows(events: list[Event]) -> Windows:
+    """(cut, heal) instants of every round of the run."""
+    out: Windows = []
+    start: float | None = None
+    for e in events:
+        if e.get("proc") != "run":
+            continue
+        if e.get("ev") == "cut":
+            start = float(e["t"])
+        elif e.get("ev") == "heal" and start is not None:
+            out.append((start, float(e["t"])))
+            start = None
+    return out
+
+
+def _late_release_victim(h: Hold, holds: list[Hold], windows: Windows) -> bool:
+    """Whether ``h`` fits core finding P2: freed by a late release of its own session.
+
+    ``h`` was lost as ``released_by_other`` or ``key_taken``, and an earlier lease of the
+    same session on the same key had been released during a cut (the request abandoned by
+    the client, see docs/faults.md), with ``h`` acquired after that release and lost no later
+    than P2_WINDOW after the cut healed.
+    """
     reasons = {x.get("reason") for x in (h.ended, h.lost) if x is not None}
-    if "released_by_other" not in reasons:
+    if not reasons & {"released_by_other", "key_taken"}:
         return False
+    end = h.end_signal
     for g in holds:
         if g is h or g.session != h.session or g.release_called is None:
             continue
         released = float(g.release_called["t"])
-        if released <= h.t_acq <= released + P2_WINDOW:
-            return True
+        if released >= h.t_acq:
+            continue
+        for cut, heal in windows:
+            if cut <= released <= heal and end <= heal + P2_WINDOW:
+                return True
     return False
 
 
 def _check_semaphore(
-    key: str, holds: list[Hold], limit: int, run_events: list[Event], out: list[Violation]
+    key: str,
+    holds: list[Hold],
+    limit: int,
+    run_events: list[Event],
+    windows: Windows,
+    *,
+    out: list[Violation],
 ) -> None:
     points: list[tuple[float, int, Hold]] = []
     for h in holds:
@@ -514,7 +549,7 @@ def _check_semaphore(
                 (e for x in live for e in x.events if e.get("ev") != "write"),
                 key=lambda e: float(e.get("t", 0.0)),
             )
-            late = [x for x in live if _late_release_victim(x, holds)]
+            late = [x for x in live if _late_release_victim(x, holds, windows)]
             out.append(
                 Violation(
                     "semaphore-limit",
@@ -570,7 +605,9 @@ def _check_fencing(key: str, holds: list[Hold], events: list[Event], out: list[V
             )
 
 
-def _check_losses(key: str, holds: list[Hold], out: list[Violation], *, ordered: bool) -> None:
+def _check_losses(
+    key: str, holds: list[Hold], windows: Windows, out: list[Violation], *, ordered: bool
+) -> None:
     """Every loss reported; for a lock or an election (``ordered``), reported before the
     next holder acquired (a semaphore's next holder may rightly hold beside it)."""
     for j, a in enumerate(holds):
@@ -593,6 +630,7 @@ def _check_losses(key: str, holds: list[Hold], out: list[Violation], *, ordered:
                     f"{a}'s loss ({a.lost.get('reason')}) was reported at "
                     f"{float(a.lost['t']):.3f}, after {nxt} acquired at {nxt.t_acq:.3f}",
                     a.events + nxt.events[:1],
+                    finding="P2" if _late_release_victim(a, holds, windows) else None,
                 )
             )
 

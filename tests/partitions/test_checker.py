@@ -192,11 +192,16 @@ def test_a_late_release_victim_is_labelled_p2() -> None:
         if e["ev"] in ("ended", "lost"):
             e["reason"] = "released_by_other"
     rival = hold("app0", 18, 8.999, 12.0, **kw)
-    (v,) = check_history(sorted(a + earlier + victim + rival, key=lambda e: e["t"]), CFG).violations
+    cut = [ev(1.5, "run", "cut", round=1), ev(4.0, "run", "heal", round=1)]
+    events = sorted(a + earlier + victim + rival + cut, key=lambda e: e["t"])
+    (v,) = check_history(events, CFG).violations
     assert v.rule == "semaphore-limit" and v.known_finding == "P2"
-    # Without the earlier release by the same session, it is no known finding.
-    (v,) = check_history(sorted(a + victim + rival, key=lambda e: e["t"]), CFG).violations
+    # Without the earlier release by the same session during a cut, it is no known finding.
+    (v,) = check_history(sorted(a + victim + rival + cut, key=lambda e: e["t"]), CFG).violations
     assert v.rule == "semaphore-limit" and v.known_finding is None
+    no_cut = sorted(a + earlier + victim + rival, key=lambda e: e["t"])
+    (v,) = check_history(no_cut, CFG).violations
+    assert v.known_finding is None
 
 
 def test_semaphore_limit() -> None:
