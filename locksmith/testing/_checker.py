@@ -629,7 +629,7 @@ def _check_losses(
                     key,
                     f"{a}'s loss ({a.lost.get('reason')}) was reported at "
                     f"{float(a.lost['t']):.3f}, after {nxt} acquired at {nxt.t_acq:.3f}",
-                    a.events + nxt.events[:1],
+                    [e for e in a.events if e.get("ev") != "write"] + nxt.events[:1],
                     finding="P2" if _late_release_victim(a, holds, windows) else None,
                 )
             )

@@ -885,17 +885,18 @@ def render_report(results: Sequence[RunResult], *, title: str, command: str) -> 
             if not vs:
                 continue
             lines += ["", f"### {title_} ({len(vs)})", ""]
-            for v in vs[:5]:
-                known = f" (known core finding {v.known_finding})" if v.known_finding else ""
-                lines += [
-                    f"- **{v.rule}**{known} `{v.key}`: {v.message}",
-                    "",
-                    "```",
-                    v.excerpt(12),
-                    "```",
-                ]
-            if len(vs) > 5:
-                lines.append(f"- ... {len(vs) - 5} more in `{_display(r.out_dir)}/result.json`")
+            groups: dict[tuple[str, str], list[Violation]] = {}
+            for v in vs:
+                groups.setdefault((v.known_finding or "", v.rule), []).append(v)
+            # Unexplained ones first, then each known finding; two examples of each.
+            for (finding, rule), group in sorted(groups.items()):
+                known = f", known core finding {finding}" if finding else ", **unexplained**"
+                lines += [f"- **{rule}**{known}: {len(group)}", ""]
+                for v in group[:2]:
+                    lines += [f"  - `{v.key}`: {v.message}", "", "    ```"]
+                    lines += [f"    {line}" for line in v.excerpt(12).splitlines()]
+                    lines += ["    ```", ""]
+            lines.append(f"All of them, with their events: `{_display(r.out_dir)}/result.json`.")
         if r.notes:
             lines += ["", "Notes:", ""] + [f"- {n}" for n in r.notes[:10]]
         lines.append("")
