@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="weights of short,long,very_long, e.g. 0,0,1 (default: 0.35,0.45,0.2)",
     )
+    ap.add_argument(
+        "--cl-long-share",
+        type=float,
+        default=0.3,
+        help="share of consul lock children that run 60-120 s (default 0.3)",
+    )
     ap.add_argument("--ttl", type=float, default=10.0)
     ap.add_argument("--lock-delay", type=float, default=1.0)
     ap.add_argument("--servers", type=int, default=3)
@@ -103,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         hosts=args.hosts,
         consul_lock=not args.no_consul_lock,
         targets=tuple(args.targets.split(",")) if args.targets else None,
+        cl_long_hold_share=args.cl_long_share,
         lengths=(
             dict(
                 zip(
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         + (" --no-consul-lock" if args.no_consul_lock else "")
         + (f" --targets {args.targets}" if args.targets else "")
         + (f" --lengths {args.lengths}" if args.lengths else "")
+        + (f" --cl-long-share {args.cl_long_share:g}" if args.cl_long_share != 0.3 else "")
     )
     report = render_report(
         [result],

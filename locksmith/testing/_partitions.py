@@ -199,6 +199,10 @@ class RunConfig:
         long_hold_share: The share of long holds (12-25 s: past the TTL, so that a cut holder
             still wants its lock when its lease deadline comes).
         consul_lock: Run a ``consul lock`` loop on every application host too.
+        cl_long_hold: (min, max) seconds of a long ``consul lock`` child: a job or a service
+            that runs for minutes, as ``consul lock`` is often used for, and past the 45 s
+            after which a rival can take over a cut holder's lock.
+        cl_long_hold_share: The share of long children.
         front_end: Workload runner (``threaded``; see ``_workload.RUNNERS``).
         factory: Manager factory of the runner.
         election_allowance: Time allowed for a Consul leader election (in the bounds).
@@ -224,6 +228,8 @@ class RunConfig:
     hold: tuple[float, float] = (1.0, 4.0)
     long_hold_share: float = 0.2
     consul_lock: bool = True
+    cl_long_hold: tuple[float, float] = (60.0, 120.0)
+    cl_long_hold_share: float = 0.3
     front_end: str = "threaded"
     factory: str = "default"
     election_allowance: float = 20.0
@@ -489,7 +495,8 @@ class PartitionRun:
                     consul=str(cluster.binary),
                     seed=seeds.getrandbits(32),
                     hold=self.cfg.hold,
-                    long_hold_share=self.cfg.long_hold_share,
+                    long_hold=self.cfg.cl_long_hold,
+                    long_hold_share=self.cfg.cl_long_hold_share,
                 )
                 self._history_files.append(cpath)
                 argv = [
@@ -743,7 +750,7 @@ def recheck(out_dir: Path) -> RunResult:
     events = read_history(sorted(out_dir.glob("*.jsonl")))
     start = next(e for e in events if e.get("ev") == "run_start" and e.get("proc") == "run")
     raw = dict(start["config"])
-    for k in ("kinds", "locks", "hold", "targets"):
+    for k in ("kinds", "locks", "hold", "targets", "cl_long_hold"):
         if raw.get(k) is not None:
             raw[k] = tuple(raw[k])
     cfg = RunConfig(**raw)

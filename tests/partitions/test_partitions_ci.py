@@ -48,7 +48,7 @@ def test_ci_profile_keeps_every_rule(netns_ok: None, tmp_path: Path) -> None:
     assert all(ls["acquisitions"].get(k, 0) >= 3 for k in ("lock", "election", "semaphore"))
     assert ls["fenced_writes"]["accepted"] >= 100
     assert sum(ls["losses"].values()) >= 1, "no partition made a holder lose its lock"
-    assert summary["consul_lock"]["children"] >= 3
+    assert summary["consul_lock"]["children"] >= 2  # the comparison ran beside it
     # Known findings in the library core are reported (docs/faults.md), not failed on here:
     # tests/partitions/test_core_findings.py tracks each of them.
     unexpected = [v for v in result.violations if v.known_finding is None]
