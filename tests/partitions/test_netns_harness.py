@@ -30,9 +30,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def root_netns_state() -> str:
-    """Links, addresses and routes of the machine's own namespace."""
+    """Links, addresses and routes of the machine's own namespace (not its neighbour table,
+    which other programs change as they talk to the network)."""
     out = []
-    for what in (["link"], ["addr"], ["route"], ["neigh"]):
+    for what in (["link"], ["addr"], ["route"]):
         res = subprocess.run(["ip", "-j", *what], capture_output=True, text=True, check=True)
         items = json.loads(res.stdout or "[]")
         for item in items:  # counters and timers change by themselves
