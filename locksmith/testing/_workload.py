@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -58,9 +59,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import structlog
 
 from locksmith import (
     Consul,
@@ -587,6 +585,9 @@ def _has_setpriv() -> bool:
 
 # --------------------------------------------------------------------------- entry point
 
+#: The manager's log events that end a successful create or renewal (after the answer).
+_RENEWAL_EVENTS = ("session.created", "session.renewed")
+
 
 def main(argv: list[str]) -> int:
     """``python -m locksmith.testing._workload (app|consul-lock) '<json config>'``.
@@ -609,22 +610,24 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     taps: list[History] = []
 
-    def tap(_logger: Any, _method: str, event_dict: Any) -> Any:
-        # Renewals, as the manager logs them (after the answer): a lease's deadline is at most
-        # TTL after this (it is TTL after the renewal *started*).
-        name = event_dict.get("event")
-        if taps and name in ("session.created", "session.renewed"):
-            taps[0].record(
-                "renewed", session=event_dict.get("session_id"), ttl=event_dict.get("ttl")
-            )
-        return event_dict
+    class Tap(logging.Handler):
+        """Renewals, as the manager logs them (after the answer): a lease's deadline is at
+        most TTL after this (it is TTL after the renewal *started*)."""
 
-    processors = [tap, *structlog.get_config()["processors"]]
+        def emit(self, record: logging.LogRecord) -> None:
+            event = record.msg
+            if taps and isinstance(event, dict) and event.get("event") in _RENEWAL_EVENTS:
+                taps[0].record("renewed", session=event.get("session_id"), ttl=event.get("ttl"))
+
     threading.Thread(target=watch_stdin, name="workload-stdin", daemon=True).start()
-    # Library logs go to stderr (the run keeps them in a log file).
-    structlog.configure(
-        processors=processors, logger_factory=structlog.PrintLoggerFactory(sys.stderr)
-    )
+    # The library logs through the stdlib tree (locksmith.*): tap it, and send every event
+    # to stderr, which the run keeps in a log file.
+    library = logging.getLogger("locksmith")
+    library.setLevel(logging.DEBUG)
+    library.addHandler(Tap())
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setFormatter(logging.Formatter("%(created).3f %(levelname)s %(message)s"))
+    library.addHandler(to_stderr)
     if argv[1] == "app":
         cfg = WorkloadConfig.from_json(argv[2])
         with History(cfg.history, cfg.proc) as hist:

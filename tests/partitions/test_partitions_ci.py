@@ -49,6 +49,19 @@ def test_ci_profile_keeps_every_rule(netns_ok: None, tmp_path: Path) -> None:
     assert ls["fenced_writes"]["accepted"] >= 100
     assert sum(ls["losses"].values()) >= 1, "no partition made a holder lose its lock"
     assert summary["consul_lock"]["children"] >= 2  # the comparison ran beside it
+    # The lease-deadline rule has its evidence: every application recorded the manager's
+    # renewals (from its stdlib log events), and the rule judged every lease_expired loss.
+    renewing = {e["proc"] for e in result.events if e.get("ev") == "renewed"}
+    apps = {
+        e["proc"]
+        for e in result.events
+        if e.get("ev") == "start" and str(e["proc"]).startswith("app")
+    }
+    assert apps and apps <= renewing, f"no renewals recorded by {sorted(apps - renewing)}"
+    expired = sum(
+        1 for e in result.events if e.get("ev") == "lost" and e.get("reason") == "lease_expired"
+    )
+    assert ls["deadline_checks"]["leases"] >= min(expired, 1)
     # Every violation fails, those that look like the fixed findings P1 and P2 too (the
     # checker still labels them, which says where to look first).
     assert not result.violations, (
