@@ -34,6 +34,7 @@ from locksmith._exceptions import (
     LockError,
     LocksmithError,
     LockTimeout,
+    ManagerClosed,
     NotHeld,
     ValidationError,
 )
@@ -231,6 +232,7 @@ class Semaphore:
             LockTimeout: No slot within ``timeout``.
             Cancelled: ``cancel`` was set first.
             LockConflict: The prefix holds another lock kind, or another limit.
+            ManagerClosed: The manager closed while it waited.
         """
         if not isinstance(blocking, bool):
             raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
@@ -253,6 +255,12 @@ class Semaphore:
             raise LockError(f"semaphore {self.prefix!r}: cannot create the contender key")
         try:
             lease = self._take_slot(sid, contender, deadline, blocking, seconds, cancel)
+        except LockError as exc:
+            self._drop_contender(contender, c_lease)
+            if eph.state in (ManagerState.CLOSING, ManagerState.CLOSED):
+                # The contender session ended because the manager is closing.
+                raise ManagerClosed("the manager closed while the semaphore waited") from exc
+            raise
         except BaseException:
             self._drop_contender(contender, c_lease)
             raise

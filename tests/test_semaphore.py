@@ -23,6 +23,7 @@ from locksmith import (
     LockTimeout,
     LossEvent,
     LossReason,
+    ManagerClosed,
     Semaphore,
 )
 from locksmith._models import KVEntry
@@ -108,6 +109,31 @@ def test_loss_when_session_destroyed(consul: Consul, prefix: str) -> None:
         assert sa.release() is False  # it had been lost
     assert lost[0].reason is LossReason.SESSION_INVALIDATED
     assert lost[0].key == prefix and lost[0].lease == lease
+
+
+def test_a_wait_ends_with_manager_closed_when_the_manager_closes(
+    consul: Consul, prefix: str
+) -> None:
+    """Not "the contender session ended": that LockError reads as a fault of the semaphore."""
+    with ExitStack() as stack:
+        (holder,) = _managers(stack, consul, 1)
+        assert holder.semaphore(prefix, 1).acquire(timeout=10) is not None
+        waiter = LockManager(consul, ttl="10s", lock_delay="1s")
+        outcome: list[BaseException | Lease | None] = []
+
+        def wait() -> None:
+            try:
+                outcome.append(waiter.semaphore(prefix, 1).acquire(timeout=30))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=wait)
+        t.start()
+        wait_for(lambda: len(waiter.session_ids) == 1, 10, "the contender session")
+        time.sleep(0.3)  # into its blocking query
+        waiter.close()
+        t.join(15)
+        assert outcome and isinstance(outcome[0], ManagerClosed), outcome
 
 
 def test_limit_and_kind_conflicts(consul: Consul, prefix: str) -> None:

@@ -22,6 +22,7 @@ from locksmith._exceptions import (
     LockError,
     LocksmithError,
     LockTimeout,
+    ManagerClosed,
     NotHeld,
     ValidationError,
 )
@@ -120,6 +121,7 @@ class AsyncSemaphore:
         Raises:
             LockTimeout: No slot within ``timeout``.
             LockConflict: The prefix holds another lock kind, or another limit.
+            ManagerClosed: The manager closed while it waited.
         """
         if not isinstance(blocking, bool):
             raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
@@ -139,9 +141,15 @@ class AsyncSemaphore:
             raise LockError(f"semaphore {self.prefix!r}: cannot create the contender key")
         try:
             lease = await self._take_slot(sid, contender, deadline, blocking, seconds)
-        except BaseException:
+        except BaseException as exc:
             with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
                 await self._drop_contender(contender, c_lease)
+            if isinstance(exc, LockError) and eph.state in (
+                ManagerState.CLOSING,
+                ManagerState.CLOSED,
+            ):
+                # The contender session ended because the manager is closing.
+                raise ManagerClosed("the manager closed while the semaphore waited") from exc
             raise
         if lease is None:
             await self._drop_contender(contender, c_lease)
@@ -181,6 +189,8 @@ class AsyncSemaphore:
                 entries = res.value
                 while True:
                     if not contender.held:
+                        if self._mgr.state in (ManagerState.CLOSING, ManagerState.CLOSED):
+                            raise ManagerClosed("the manager closed while the semaphore waited")
                         raise LockError(f"semaphore {self.prefix!r}: the contender session ended")
                     state = decode_semaphore(entries, self.lock_key, self.limit)
                     action, holders = slot_write(state, sid)

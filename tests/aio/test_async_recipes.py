@@ -28,6 +28,7 @@ from locksmith import (
     LockLost,
     LockManager,
     LossReason,
+    ManagerClosed,
 )
 from locksmith.aio import AsyncConsul, AsyncLockManager
 from locksmith.testing import find_consul
@@ -189,6 +190,29 @@ async def test_semaphore_limit_and_conflicts(consul_addr: str, prefix: str) -> N
             await c.semaphore(prefix, 3).acquire(timeout=1)
         await s1.release()
         assert await s3.acquire(timeout=10) is not None
+
+
+async def test_a_semaphore_wait_ends_with_manager_closed_when_the_manager_closes(
+    consul_addr: str, prefix: str
+) -> None:
+    """Not "the contender session ended": that LockError reads as a fault of the semaphore."""
+    async with manager(consul_addr) as holder, manager(consul_addr) as waiter:
+        assert await holder.semaphore(prefix, 1).acquire(timeout=10) is not None
+        outcome: list[BaseException | Lease | None] = []
+
+        async def wait() -> None:
+            try:
+                outcome.append(await waiter.semaphore(prefix, 1).acquire(timeout=30))
+            except Exception as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await _wait_until(lambda: len(waiter.session_ids) == 1)  # its contender session
+            await anyio.sleep(0.3)  # into its blocking query
+            with anyio.fail_after(15):
+                await waiter.aclose()
+        assert outcome and isinstance(outcome[0], ManagerClosed), outcome
 
 
 async def test_semaphore_outside_reset_is_a_loss(
