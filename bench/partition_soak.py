@@ -70,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lock-delay", type=float, default=1.0)
     ap.add_argument("--servers", type=int, default=3)
     ap.add_argument("--hosts", type=int, default=3)
+    ap.add_argument(
+        "--front-end",
+        choices=("mixed", "threaded", "async"),
+        default="mixed",
+        help="the applications' manager: threaded on even hosts and asyncio on odd (mixed, "
+        "the default), or one of them on every host",
+    )
     ap.add_argument("--no-consul-lock", action="store_true", help="skip the comparison")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the summary goes")
     ap.add_argument("--consul", default=None, help="consul binary (default: find_consul)")
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         servers=args.servers,
         hosts=args.hosts,
         consul_lock=not args.no_consul_lock,
+        front_end=args.front_end,
         targets=tuple(args.targets.split(",")) if args.targets else None,
         cl_long_hold_share=args.cl_long_share,
         lengths=(

@@ -45,7 +45,7 @@ from typing import Any
 from ._checker import CheckConfig, CheckResult, Violation, check_consul_lock, check_history
 from ._history import Event, History, HistoryTail, read_history
 from ._netns import CutKind, NetnsCluster
-from ._workload import ConsulLockConfig, WorkloadConfig
+from ._workload import RUNNERS, ConsulLockConfig, WorkloadConfig
 
 __all__ = [
     "ROUND_KINDS",
@@ -203,7 +203,9 @@ class RunConfig:
             that runs for minutes, as ``consul lock`` is often used for, and past the 45 s
             after which a rival can take over a cut holder's lock.
         cl_long_hold_share: The share of long children.
-        front_end: Workload runner (``threaded``; see ``_workload.RUNNERS``).
+        front_end: Workload runner of every application: ``threaded``, ``async`` (see
+            ``_workload.RUNNERS``), or ``mixed``: threaded on even application hosts, asyncio
+            on odd ones, so that both front-ends contend for the same keys.
         factory: Manager factory of the runner.
         election_allowance: Time allowed for a Consul leader election (in the bounds).
         sample_every: Seconds between samples of Consul's state.
@@ -230,11 +232,19 @@ class RunConfig:
     consul_lock: bool = True
     cl_long_hold: tuple[float, float] = (60.0, 120.0)
     cl_long_hold_share: float = 0.3
-    front_end: str = "threaded"
+    front_end: str = "mixed"
     factory: str = "default"
     election_allowance: float = 20.0
     sample_every: float = 1.0
     raft_multiplier: int = 1
+
+    def front_end_of(self, host: int) -> str:
+        """The workload runner of application host ``host``."""
+        if self.front_end == "mixed":
+            return "async" if host % 2 else "threaded"
+        if self.front_end not in RUNNERS:
+            raise ValueError(f"front_end {self.front_end!r}: not mixed or one of {sorted(RUNNERS)}")
+        return self.front_end
 
     def check_config(self, session_prefix: str) -> CheckConfig:
         """The checker's bounds for this run."""
@@ -460,7 +470,7 @@ class PartitionRun:
                 prefix=self.prefix,
                 session_name=f"{self.session_prefix}{k}",
                 seed=seeds.getrandbits(32),
-                front_end=self.cfg.front_end,
+                front_end=self.cfg.front_end_of(k),
                 factory=self.cfg.factory,
                 ttl=self.cfg.ttl,
                 lock_delay=self.cfg.lock_delay,

@@ -36,8 +36,9 @@ belief is taken from the end signal (``ended``/``lost``) and the ``held`` sample
 
 **Other front-ends.** The history format is the contract: the checker never looks at how it
 was produced. :data:`RUNNERS` maps a front-end name to a runner; ``threaded`` runs the workers
-above on a :class:`~locksmith.LockManager` made by :data:`MANAGER_FACTORIES`. An asyncio
-manager plugs in as another runner (coroutines instead of threads, the same events).
+above on a :class:`~locksmith.LockManager` made by :data:`MANAGER_FACTORIES`; ``async`` runs
+them as tasks of a :class:`~locksmith.aio.AsyncLockManager` on one asyncio loop (the same
+events).
 
 The ``consul-lock`` mode runs Consul's own ``consul lock`` in a loop, with
 :mod:`locksmith.testing._consul_lock_child` as its child, for the side-by-side comparison.
@@ -59,6 +60,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
 
 from locksmith import (
     Consul,
@@ -296,7 +302,7 @@ class _SemaphoreTarget(_Target):
 class _Workers:
     """The threaded front-end's workers (module docstring)."""
 
-    def __init__(self, cfg: WorkloadConfig, mgr: LockManager, hist: History) -> None:
+    def __init__(self, cfg: WorkloadConfig, mgr: LockManager | None, hist: History) -> None:
         self.cfg = cfg
         self.mgr = mgr
         self.hist = hist
@@ -428,6 +434,7 @@ class _Workers:
             self.stop.wait(rng.uniform(*self.cfg.gap))
 
     def session_reporter(self) -> None:
+        assert self.mgr is not None, "the threaded front-end's workers have a manager"
         last: list[str] | None = None
         while not self.stop.wait(0.2):
             ids = sorted(self.mgr.session_ids)
@@ -487,9 +494,214 @@ def run_threaded(
         hist.record("stop", sessions=sorted(mgr.session_ids))
 
 
+# --------------------------------------------------------------------------- asyncio
+
+
+@dataclass
+class _AsyncTarget:
+    """One primitive of the asyncio front-end: ``obj`` is an AsyncLock, AsyncElection or
+    AsyncSemaphore; ``lock`` the AsyncLock behind it (None for a semaphore)."""
+
+    kind: str
+    obj: Any
+    register: str | None
+
+    @property
+    def lock(self) -> Any:
+        return self.obj.lock if self.kind == "election" else self.obj
+
+    def held(self, lease: Lease) -> bool:
+        if self.kind == "election":
+            return bool(self.obj.is_leader and self.obj.lease is lease)
+        return self.obj.lease is lease
+
+    async def acquire(self, timeout: float) -> Lease | None:
+        if self.kind == "election":
+            return await self.obj.campaign(timeout=timeout)  # type: ignore[no-any-return]
+        return await self.obj.acquire(timeout=timeout)  # type: ignore[no-any-return]
+
+    async def release(self, lease: Lease) -> bool:
+        if self.kind == "election":
+            return bool(await self.obj.resign())
+        if self.kind == "semaphore":
+            return bool(await self.obj.release())
+        return bool(await self.obj.release(lease))
+
+
+class _AsyncWorkers:
+    """The asyncio front-end's workers: the same events as :class:`_Workers`, from tasks of
+    one :class:`~locksmith.aio.AsyncLockManager` on one event loop (no threads)."""
+
+    def __init__(self, cfg: WorkloadConfig, workers: _Workers, stop: anyio.Event) -> None:
+        self.cfg = cfg
+        self.w = workers  # its recorders, sequence and history
+        self.stop = stop
+        self._tg: TaskGroup | None = None
+
+    async def _pause(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self.stop.wait()
+
+    async def run_target(self, t: _AsyncTarget, seed: int) -> None:
+        """Acquire, hold, release ``t`` until ``stop``."""
+        rng = random.Random(seed)
+        cfg, hist, kind = self.cfg, self.w.hist, t.kind
+        t.lock.on_lost(self.w._loss_recorder(kind))
+        key = t.lock.key
+        while not self.stop.is_set():
+            try:
+                lease = await t.acquire(cfg.acquire_timeout)
+            except LockTimeout:
+                hist.record("timeout", kind=kind, key=key)
+                continue
+            except ManagerClosed:
+                break
+            except LocksmithError as exc:
+                hist.record("error", op="acquire", kind=kind, key=key, error=_err(exc))
+                await self._pause(0.5)
+                continue
+            if lease is None:
+                continue
+            t_acq = float(
+                hist.record(
+                    "acquire",
+                    kind=kind,
+                    key=lease.key,
+                    token=lease.fencing_token,
+                    session=lease.session_id,
+                    acquired_at=lease.acquired_at,
+                )["t"]
+            )
+            on_end = self.w._end_recorder(kind, lease)
+            if kind == "semaphore":
+                ended = t.obj.ended(lease)
+
+                async def wait_end(ended: anyio.Event = ended, hook: Any = on_end) -> None:
+                    await ended.wait()
+                    hook(None)
+
+                assert self._tg is not None  # run_target runs in main's task group
+                self._tg.start_soon(wait_end)
+            else:
+                t.lock.on_end(on_end, lease)  # called at once by the task that learns of it
+            still, last = await self._hold(t, lease, t_acq, rng)
+            await self._finish(t, lease, still, last)
+            await self._pause(rng.uniform(*cfg.gap))
+
+    async def _hold(
+        self, t: _AsyncTarget, lease: Lease, t_acq: float, rng: random.Random
+    ) -> tuple[bool, float | None]:
+        cfg, hist, register = self.cfg, self.w.hist, t.register
+        long = rng.random() < cfg.long_hold_share
+        until = t_acq + rng.uniform(*(cfg.long_hold if long else cfg.hold))
+        last_held: float | None = None
+        token = lease.fencing_token
+        base = {"kind": t.kind, "key": lease.key, "token": token, "target": register}
+        while True:
+            t0 = time.monotonic()
+            if not t.held(lease):
+                return False, last_held
+            last_held = t0
+            if t0 >= until or self.stop.is_set():
+                return True, last_held
+            if register is not None:
+                seq = self.w.next_seq()
+                body = json.dumps({"proc": cfg.proc, "token": token, "seq": seq})
+                try:
+                    index = await t.lock.fenced_put(register, body, lease=lease)
+                except LockLost as exc:
+                    hist.record("write_refused", **base, seq=seq, held_at=t0, error=_err(exc))
+                    return False, last_held
+                except LocksmithError as exc:
+                    hist.record("write_unknown", **base, seq=seq, held_at=t0, error=_err(exc))
+                else:
+                    hist.record("write", **base, seq=seq, index=index, held_at=t0)
+            await self._pause(rng.uniform(*cfg.write_every))
+
+    async def _finish(self, t: _AsyncTarget, lease: Lease, still: bool, last: float | None) -> None:
+        hist = self.w.hist
+        base = {"kind": t.kind, "key": lease.key, "token": lease.fencing_token}
+        hist.record("release_called" if still else "noticed_loss", **base, last_held=last)
+        try:
+            ok = await t.release(lease)
+        except NotHeld:
+            ok = False
+        except LocksmithError as exc:
+            hist.record("error", op="release", **base, error=_err(exc))
+            return
+        if still:
+            hist.record("released", **base, ok=ok)
+
+    async def session_reporter(self, mgr: Any) -> None:
+        last: list[str] | None = None
+        while not self.stop.is_set():
+            ids = sorted(mgr.session_ids)
+            if ids != last:
+                self.w.hist.record("sessions", ids=ids)
+                last = ids
+            await self._pause(0.2)
+
+    async def main(self, mgr: Any, targets: list[_AsyncTarget]) -> None:
+        seeds = random.Random(self.cfg.seed)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for t in targets:
+                tg.start_soon(self.run_target, t, seeds.getrandbits(32))
+            tg.start_soon(self.session_reporter, mgr)
+            await self.stop.wait()
+            self.w.hist.record("stopping")
+            # Holders release within a write period; then the close ends blocked acquires.
+            with anyio.move_on_after(5):
+                while any(t.obj.lease is not None and t.held(t.obj.lease) for t in targets):
+                    await anyio.sleep(0.05)
+            await mgr.aclose(timeout=10)
+
+
+def run_async(cfg: WorkloadConfig, hist: History, stop: threading.Event) -> None:
+    """Run the workers as tasks of an :class:`~locksmith.aio.AsyncLockManager` (asyncio)
+    until ``stop``; then close everything."""
+    from locksmith.aio import AsyncConsul, AsyncLockManager  # noqa: PLC0415 - on demand
+
+    async def main() -> None:
+        consul = AsyncConsul(cfg.addr, timeout=cfg.request_timeout)
+        mgr = AsyncLockManager(
+            consul, ttl=cfg.ttl, lock_delay=cfg.lock_delay, name=cfg.session_name
+        )
+        done = anyio.Event()
+        workers = _AsyncWorkers(cfg, _Workers(cfg, None, hist), done)
+
+        async def relay() -> None:  # the process's stop (a thread's Event) into the loop
+            await anyio.to_thread.run_sync(stop.wait, abandon_on_cancel=True)
+            done.set()
+
+        try:
+            async with mgr, anyio.create_task_group() as tg:
+                tg.start_soon(relay)
+                targets = [
+                    _AsyncTarget(
+                        "lock", mgr.lock(cfg.lock_key(name), cfg.proc), cfg.register_key(name)
+                    )
+                    for name in cfg.locks
+                ]
+                if cfg.election:
+                    election = mgr.election(cfg.election_key, cfg.proc)
+                    targets.append(_AsyncTarget("election", election, cfg.register_key("election")))
+                if cfg.semaphore_limit > 0:
+                    sem = mgr.semaphore(cfg.semaphore_prefix, cfg.semaphore_limit)
+                    targets.append(_AsyncTarget("semaphore", sem, None))
+                await workers.main(mgr, targets)
+                tg.cancel_scope.cancel()
+        finally:
+            await consul.aclose()
+            hist.record("stop", sessions=sorted(mgr.session_ids))
+
+    anyio.run(main)
+
+
 #: Front-ends by name (``WorkloadConfig.front_end``).
 RUNNERS: dict[str, Callable[[WorkloadConfig, History, threading.Event], None]] = {
     "threaded": run_threaded,
+    "async": run_async,
 }
 
 

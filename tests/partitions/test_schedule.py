@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from locksmith.testing import ROUND_KINDS, make_schedule
+from locksmith.testing import ROUND_KINDS, RunConfig, make_schedule
 from locksmith.testing._partitions import CONSUL_LOCK_DELAY, CONSUL_LOCK_TTL
 
 
@@ -65,3 +65,11 @@ def test_targets_can_be_restricted() -> None:
     assert {r.target for r in rounds} == {"holder:consul-lock"}
     hosts = make_schedule(9, 20, targets=("host:*",))
     assert all(r.target in ("leader", f"host:{r.fallback}") for r in hosts)
+
+
+def test_front_ends_by_host() -> None:
+    mixed = RunConfig()
+    assert [mixed.front_end_of(k) for k in range(4)] == ["threaded", "async", "threaded", "async"]
+    assert RunConfig(front_end="async").front_end_of(0) == "async"
+    with pytest.raises(ValueError, match="front_end 'gevent'"):
+        RunConfig(front_end="gevent").front_end_of(0)
