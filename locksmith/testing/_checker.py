@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 INF = float("inf")
-LOCKISH = ("lock", "election")
+LOCKISH = ("lock", "election", "fair")
 
 
 @dataclass(frozen=True)
@@ -334,7 +334,10 @@ def check_history(events: list[Event], cfg: CheckConfig) -> CheckResult:
         _check_held_after_end(key, holds, violations)
         if kind in LOCKISH:
             _check_exclusion(key, holds, run_events, windows, violations)
-            _check_fencing(key, holds, events, violations)
+            if kind == "fair":
+                _check_fencing_queued(key, holds, events, violations)
+            else:
+                _check_fencing(key, holds, events, violations)
         elif cfg.semaphore_limit > 0:
             _check_semaphore(key, holds, cfg.semaphore_limit, run_events, windows, out=violations)
         _check_losses(key, holds, windows, violations, ordered=kind in LOCKISH)
@@ -568,20 +571,7 @@ def _check_semaphore(
 def _check_fencing(key: str, holds: list[Hold], events: list[Event], out: list[Violation]) -> None:
     tokens = sorted(h.token for h in holds)
     by_token = {h.token: h for h in holds}
-    target = None
-    accepted: list[tuple[int, int, Event]] = []
-    for h in holds:
-        for w in h.writes:
-            accepted.append((int(w["index"]), h.token, w))
-            target = w.get("target", target)
-    if target is not None:
-        for e in events:
-            if e.get("ev") not in ("kv_sample", "final_sample"):
-                continue
-            reg = (e.get("registers") or {}).get(target)
-            if not reg or not isinstance(reg.get("value"), dict) or "token" not in reg["value"]:
-                continue
-            accepted.append((int(reg["index"]), int(reg["value"]["token"]), e))
+    accepted = _accepted_writes(holds, events)
     seen: set[tuple[int, int]] = set()
     for index, token, ev in accepted:
         if (index, token) in seen:
@@ -603,6 +593,65 @@ def _check_fencing(key: str, holds: list[Hold], events: list[Event], out: list[V
                     evidence,
                 )
             )
+
+
+def _accepted_writes(holds: list[Hold], events: list[Event]) -> list[tuple[int, int, Event]]:
+    """(index, token, evidence) of every write known accepted: the writers' answers and
+    the register values the samples saw."""
+    target = None
+    accepted: list[tuple[int, int, Event]] = []
+    for h in holds:
+        for w in h.writes:
+            accepted.append((int(w["index"]), h.token, w))
+            target = w.get("target", target)
+    if target is not None:
+        for e in events:
+            if e.get("ev") not in ("kv_sample", "final_sample"):
+                continue
+            reg = (e.get("registers") or {}).get(target)
+            if not reg or not isinstance(reg.get("value"), dict) or "token" not in reg["value"]:
+                continue
+            accepted.append((int(reg["index"]), int(reg["value"]["token"]), e))
+    return accepted
+
+
+def _check_fencing_queued(
+    key: str, holds: list[Hold], events: list[Event], out: list[Violation]
+) -> None:
+    """Fencing for a fair lock, whose token is the index at which its entry *queued* (not
+    the index of the handoff, which no history records): in index order, the accepted
+    writes' tokens never go down (what a resource that keeps the highest token needs),
+    and no write is accepted when a holder with a higher token had acquired before it was
+    even sent."""
+    accepted = sorted(_accepted_writes(holds, events), key=lambda a: a[0])
+    top: tuple[int, int, Event] | None = None
+    for index, token, ev in accepted:
+        if top is not None and token < top[1]:
+            out.append(
+                Violation(
+                    "fencing",
+                    key,
+                    f"a write with token {token} was accepted at index {index}, after one with "
+                    f"token {top[1]} at index {top[0]}",
+                    [top[2], ev],
+                )
+            )
+        if top is None or token > top[1]:
+            top = (index, token, ev)
+    for h in holds:
+        for w in h.writes:
+            sent = float(w.get("held_at") or w["t"])
+            rival = next((b for b in holds if b.token > h.token and b.t_acq < sent), None)
+            if rival is not None:
+                out.append(
+                    Violation(
+                        "fencing",
+                        key,
+                        f"{h}: a write sent at {sent:.3f} was accepted at index {w['index']}, "
+                        f"though {rival} had acquired at {rival.t_acq:.3f}",
+                        [h.events[0], rival.events[0], w],
+                    )
+                )
 
 
 def _check_losses(

@@ -195,6 +195,7 @@ class RunConfig:
         locks: Lock names each application contends for.
         election: Run the election workload.
         semaphore_limit: Slots of the semaphore (0: none).
+        fair: Run the fair-lock workload (on the threaded applications).
         hold: (min, max) seconds of a hold, usually.
         long_hold_share: The share of long holds (12-25 s: past the TTL, so that a cut holder
             still wants its lock when its lease deadline comes).
@@ -227,6 +228,7 @@ class RunConfig:
     locks: tuple[str, ...] = ("l0",)
     election: bool = True
     semaphore_limit: int = 2
+    fair: bool = True
     hold: tuple[float, float] = (1.0, 4.0)
     long_hold_share: float = 0.2
     consul_lock: bool = True
@@ -478,6 +480,7 @@ class PartitionRun:
                 locks=list(self.cfg.locks),
                 election=self.cfg.election,
                 semaphore_limit=self.cfg.semaphore_limit,
+                fair=self.cfg.fair,
                 hold=self.cfg.hold,
                 long_hold_share=self.cfg.long_hold_share,
             )

@@ -69,6 +69,7 @@ from anyio.abc import TaskGroup
 from locksmith import (
     Consul,
     Election,
+    FairLock,
     Lease,
     Lock,
     LockLost,
@@ -118,6 +119,8 @@ class WorkloadConfig:
         locks: Lock names (keys ``<prefix>locks/<name>``).
         election: Run an election worker (key ``<prefix>election/leader``).
         semaphore_limit: Slots of the semaphore (prefix ``<prefix>semaphore``); 0: none.
+        fair: Run a fair-lock worker (prefix ``<prefix>fair``; the threaded front-end only:
+            there is no asyncio fair lock).
         hold: (min, max) seconds a lock, leadership or slot is held, usually.
         long_hold: (min, max) seconds of a long hold, past the TTL, so that a cut holder
             still wants its lock when the lease deadline comes.
@@ -141,6 +144,7 @@ class WorkloadConfig:
     locks: list[str] = field(default_factory=lambda: ["l0"])
     election: bool = True
     semaphore_limit: int = 2
+    fair: bool = True
     hold: tuple[float, float] = (1.0, 4.0)
     long_hold: tuple[float, float] = (12.0, 25.0)
     long_hold_share: float = 0.2
@@ -177,6 +181,11 @@ class WorkloadConfig:
     def semaphore_prefix(self) -> str:
         """The semaphore's prefix."""
         return f"{self.prefix}semaphore"
+
+    @property
+    def fair_prefix(self) -> str:
+        """The fair lock's prefix."""
+        return f"{self.prefix}fair"
 
 
 ManagerFactory = Callable[[WorkloadConfig, Consul], LockManager]
@@ -288,15 +297,47 @@ class _SemaphoreTarget(_Target):
         self.sem.on_lost(callback)
 
     def watch_end(self, lease: Lease, hook: Callable[[LossReason | None], None]) -> None:
-        # A semaphore offers an event, not a hook: a thread waits on it (the reason is the
-        # ``lost`` callback's; the event alone says only "ended").
-        ended = self.sem.ended(lease)
+        _wait_then(self.sem.ended(lease), hook, "semaphore-ended")
 
-        def wait() -> None:
-            ended.wait()
-            hook(None)
 
-        threading.Thread(target=wait, name="semaphore-ended", daemon=True).start()
+class _FairTarget(_Target):
+    kind = "fair"
+
+    def __init__(self, lock: FairLock, register: str) -> None:
+        super().__init__(lock.prefix, register)
+        self.lock = lock
+
+    def acquire(self, timeout: float) -> Lease | None:
+        return self.lock.acquire(timeout=timeout)
+
+    def held(self, lease: Lease) -> bool:
+        return self.lock.lease is lease
+
+    def write(self, lease: Lease, body: str) -> int:
+        assert self.register is not None
+        return self.lock.fenced_put(self.register, body, lease=lease)
+
+    def release(self, lease: Lease) -> bool:
+        return self.lock.release(lease)
+
+    def on_lost(self, callback: Callable[[LossEvent], None]) -> None:
+        self.lock.on_lost(callback)
+
+    def watch_end(self, lease: Lease, hook: Callable[[LossReason | None], None]) -> None:
+        _wait_then(self.lock.ended(lease), hook, "fair-ended")
+
+
+def _wait_then(
+    ended: threading.Event, hook: Callable[[LossReason | None], None], name: str
+) -> None:
+    """Call ``hook(None)`` from a thread once ``ended`` is set (an event, not a hook: the
+    reason is the ``lost`` callback's; the event alone says only "ended")."""
+
+    def wait() -> None:
+        ended.wait()
+        hook(None)
+
+    threading.Thread(target=wait, name=name, daemon=True).start()
 
 
 class _Workers:
@@ -337,11 +378,12 @@ class _Workers:
                 key=lease.key,
                 token=lease.fencing_token,
                 session=lease.session_id,
-                # A semaphore's end event carries no reason (its ``lost`` callback does).
+                # A semaphore's or fair lock's end event carries no reason (its ``lost``
+                # callback does).
                 reason=(
                     reason.value
                     if reason is not None
-                    else ("event" if kind == "semaphore" else "released")
+                    else ("event" if kind in ("semaphore", "fair") else "released")
                 ),
             )
 
@@ -468,6 +510,9 @@ def run_threaded(
         targets.append(_ElectionTarget(election, cfg.register_key("election")))
     if cfg.semaphore_limit > 0:
         targets.append(_SemaphoreTarget(mgr.semaphore(cfg.semaphore_prefix, cfg.semaphore_limit)))
+    if cfg.fair:
+        fair = mgr.fair_lock(cfg.fair_prefix, cfg.proc)
+        targets.append(_FairTarget(fair, cfg.register_key("fair")))
     threads = [
         threading.Thread(
             target=workers.run_target, args=(t, seeds.getrandbits(32)), name=f"worker-{t.kind}"

@@ -373,3 +373,34 @@ def test_consul_lock_children_overlapping() -> None:
         "cl_end",
         "cl_end",
     ]
+
+
+# --------------------------------------------------------------------------- fair lock
+
+FAIR = "run/fair"
+
+
+def test_a_fair_lock_token_is_its_queue_index_not_its_handoff() -> None:
+    """app1 queued (token 15) while app0 (token 10) held and wrote at indices 20 and 22:
+    valid, though 15 < 20; then app1 held and wrote at 30."""
+    a = hold("app0", 10, 1.0, 3.0, kind="fair", key=FAIR, writes=((1.5, 20), (2.5, 22)))
+    b = hold("app1", 15, 3.1, 5.0, kind="fair", key=FAIR, writes=((3.5, 30),))
+    assert check(a, b) == []
+
+
+def test_a_fair_lock_write_below_an_accepted_higher_token_is_caught() -> None:
+    """app0's write with token 10 accepted at index 35, after app1's with token 15 at 30."""
+    a = hold("app0", 10, 1.0, 3.0, kind="fair", key=FAIR, writes=((1.5, 20), (2.9, 35)))
+    b = hold("app1", 15, 3.1, 5.0, kind="fair", key=FAIR, writes=((3.5, 30),))
+    found = check(a, b)
+    assert any(
+        v.startswith("fencing: a write with token 10 was accepted at index 35") for v in found
+    )
+
+
+def test_a_fair_lock_write_sent_after_a_rival_acquired_is_caught() -> None:
+    """app0 still wrote (sent at 3.2, accepted at 29) after app1 had acquired at 3.1."""
+    a = hold("app0", 10, 1.0, 3.3, kind="fair", key=FAIR, writes=((1.5, 20), (3.2, 29)))
+    b = hold("app1", 15, 3.1, 5.0, kind="fair", key=FAIR, writes=((3.5, 30),))
+    found = check(a, b)
+    assert any(v.startswith("fencing") and "though fair app1#15" in v for v in found), found
