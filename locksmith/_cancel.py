@@ -77,7 +77,7 @@ os.register_at_fork(after_in_child=_waker.after_fork)
 class Cancel:
     """A one-shot cancellation signal for blocking work (requests, waits)."""
 
-    __slots__ = ("_event", "_links", "_mu", "_set", "_socks")
+    __slots__ = ("_chained", "_event", "_links", "_mu", "_set", "_socks")
 
     def __init__(self) -> None:
         self._mu = threading.RLock()
@@ -85,6 +85,7 @@ class Cancel:
         self._socks: list[socket.socket] = []
         self._event: threading.Event | None = None
         self._links: list[threading.Event] = []
+        self._chained: list[Cancel] = []
         _waker.start()
 
     def __repr__(self) -> str:
@@ -114,8 +115,11 @@ class Cancel:
             socks, self._socks = self._socks, []
             events = [*self._links, *([self._event] if self._event is not None else [])]
             self._links = []
+            chained, self._chained = self._chained, []
         for event in events:
             event.set()
+        for other in chained:
+            other.cancel()
         for sock in socks:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -152,6 +156,19 @@ class Cancel:
         """Forget ``event`` (the call that linked it is over)."""
         with self._mu, contextlib.suppress(ValueError):
             self._links.remove(event)
+
+    def _chain(self, other: Cancel) -> None:
+        """Have :meth:`cancel` cancel ``other`` too (at once if this one is set already)."""
+        with self._mu:
+            if not self._set:
+                self._chained.append(other)
+                return
+        other.cancel()
+
+    def _unchain(self, other: Cancel) -> None:
+        """Forget ``other`` (its wait is over)."""
+        with self._mu, contextlib.suppress(ValueError):
+            self._chained.remove(other)
 
     def attach(self, sock: socket.socket) -> bool:
         """Have :meth:`cancel` shut ``sock`` down. False if already cancelled (do not send)."""

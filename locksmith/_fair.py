@@ -39,10 +39,11 @@ from types import TracebackType
 from typing import Any
 
 from locksmith._backoff import Backoff
-from locksmith._cancel import Cancel
+from locksmith._cancel import Cancel, check_cancel
 from locksmith._compat import lock_key
 from locksmith._deadline import MAX_BLOCKING_WAIT, Deadline, query_wait
 from locksmith._exceptions import (
+    Cancelled,
     ConsulUnavailable,
     LockError,
     LockLost,
@@ -160,6 +161,9 @@ class FairLock:
         self._last_released: str | None = None
         self._closing = False
         self._adopted = False
+        #: The caller's cancel while an acquire runs, and the entries' wakes chained to it.
+        self._cancel: Cancel | None = None
+        self._chained: list[Cancel] = []
         #: Entries for the monitor thread to follow, one after the other.
         self._watchlist: queue.SimpleQueue[_Entry] = queue.SimpleQueue()
         self._monitoring = False
@@ -232,7 +236,9 @@ class FairLock:
         self._state = advance(self._state, new)
 
     # -- acquire -------------------------------------------------------------------------
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
+    def acquire(
+        self, blocking: bool = True, timeout: float | None = None, *, cancel: Cancel | None = None
+    ) -> Lease | None:
         """Join the queue and wait for the lock.
 
         Args:
@@ -240,6 +246,8 @@ class FairLock:
             timeout: Seconds to wait at most (None: forever); ``0`` tries once and raises
                 :class:`LockTimeout` if anyone is ahead. With ``blocking=False`` it bounds
                 the one try's requests (default: the client's timeout).
+            cancel: A :class:`~locksmith.Cancel`: when set, the wait ends at once with
+                :class:`~locksmith.Cancelled` and the entry leaves the queue.
 
         Returns:
             The new :class:`Lease`, or None (only with ``blocking=False``).
@@ -250,12 +258,16 @@ class FairLock:
             LockTimeout: The deadline passed; the entry was taken out of the queue.
             LockConflict: The prefix holds another kind of lock.
             ManagerClosed: The manager is closed (or closes while this waits).
+            Cancelled: ``cancel`` was set before the lock was held.
             ConsulUnavailable: Consul could not be reached (``blocking=False`` only;
                 blocking calls retry until their deadline).
         """
         if not isinstance(blocking, bool):
             raise ValidationError("blocking", f"must be True or False, got {blocking!r}")
         seconds = check_timeout(timeout)
+        cancel = check_cancel(cancel)
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled(f"fair lock {self.prefix!r}: cancelled before it started")
         with self._mu:
             if self._state not in (QueueState.IDLE, QueueState.LOST):
                 raise LockError(
@@ -264,6 +276,7 @@ class FairLock:
             self._set(QueueState.ENQUEUING)
             self._entry = None
             self._closing = False
+            self._cancel = cancel
         try:
             eph = self._mgr.companion()
         except BaseException:
@@ -282,6 +295,11 @@ class FairLock:
         try:
             lease = self._acquire(eph, deadline, blocking, seconds)
         finally:
+            self._cancel = None
+            if cancel is not None:
+                for wake in self._chained:
+                    cancel._unchain(wake)
+            self._chained.clear()
             if lease is None:
                 self._give_up()
         return lease
@@ -345,7 +363,7 @@ class FairLock:
                         raise
                     raise self._timeout(seconds, exc) from exc
                 pause = backoff.delay(failures)
-                clock.wait_until(min(now + pause, deadline.at))
+                self._pause(min(now + pause, deadline.at))
                 continue
             if not out.ok:
                 errors = "; ".join(out.errors)
@@ -364,6 +382,9 @@ class FairLock:
             self._note_dead(view)
             with self._mu:
                 self._entry = entry
+            if self._cancel is not None:  # the caller's cancel wakes the entry's wait
+                self._cancel._chain(entry.wake)
+                self._chained.append(entry.wake)
             self._follow(entry)
             return entry, view
 
@@ -432,7 +453,7 @@ class FairLock:
                         return None
                     failures += 1
                     pause = backoff.delay(failures)
-                    clock.wait_until(min(clock.monotonic() + pause, deadline.at))
+                    self._pause(min(clock.monotonic() + pause, deadline.at))
                     continue
                 failures = 0
                 outcome = seen_watched(view, watched, res.value)
@@ -462,7 +483,7 @@ class FairLock:
                 now = clock.monotonic()
                 if deadline.expired(now):
                     raise self._timeout(seconds, exc) from exc
-                clock.wait_until(min(now + backoff.delay(failures), deadline.at))
+                self._pause(min(now + backoff.delay(failures), deadline.at))
                 continue
             self._note_dead(view)
             return view
@@ -516,6 +537,14 @@ class FairLock:
     def _check_open(self) -> None:
         if self._closing or self._mgr.state in (ManagerState.CLOSING, ManagerState.CLOSED):
             raise ManagerClosed("the LockManager was closed")
+        cancel = self._cancel
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled(f"fair lock {self.prefix!r}: cancelled")
+
+    def _pause(self, until: float) -> None:
+        """Sleep until ``until`` (a retry's backoff), or until the caller's cancel."""
+        cancel = self._cancel
+        self._mgr.clock.wait_until(until, cancel.event if cancel is not None else None)
 
     # -- giving up -----------------------------------------------------------------------
     def _give_up(self) -> None:

@@ -716,3 +716,24 @@ def test_run_fair_timeout_leaves_no_entry(procs: Procs, consul: Consul) -> None:
     hold.send_signal(signal.SIGTERM)
     assert hold.wait(BOUND) == 0
     assert consul.kv.list(f"{prefix}/") == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_run_fair_signal_while_waiting_gives_up_cleanly(
+    procs: Procs, consul: Consul, tmp_path: Path, sig: signal.Signals
+) -> None:
+    prefix = unique("cli-fair-signal")
+    hold = procs.locksmith("hold", "--fair", prefix)
+    assert hold.stdout is not None
+    _Lines(hold.stdout).next()
+    marker = tmp_path / "ran"
+    waiter = procs.locksmith("run", "--fair", prefix, "--", "touch", str(marker))
+    _wait_fair(consul, prefix, 2)
+    waiter.send_signal(sig)
+    code, _, err = _finish(waiter)
+    assert code == (130 if sig == signal.SIGINT else 128 + sig), err
+    assert "Traceback" not in err
+    assert not marker.exists()
+    assert _fair_waiting(consul, prefix) == 1  # its entry left the queue; the holder's stays
+    hold.send_signal(signal.SIGTERM)
+    assert hold.wait(BOUND) == 0

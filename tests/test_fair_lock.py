@@ -11,6 +11,8 @@ from support import MakeManager, Recorder, in_thread, unique, wait_for
 
 from locksmith import (
     FAIR_QUEUE_FLAGS,
+    Cancel,
+    Cancelled,
     Consul,
     FairLock,
     FakeClock,
@@ -238,6 +240,31 @@ def test_closing_the_manager_ends_a_wait(
     assert [e.session for e in live(consul, prefix)] == [la.session_id]
     assert not mb.session_ids
     assert fa.release() is True
+
+
+def test_a_cancel_ends_a_wait_and_takes_the_entry_out(
+    consul: Consul, prefix: str, make_manager: MakeManager
+) -> None:
+    fa, fb = (make_manager(ttl="10s").fair_lock(prefix) for _ in range(2))
+    la = fa.acquire(timeout=10)
+    assert la is not None
+    cancel = Cancel()
+    tb, rb = in_thread(lambda: fb.acquire(timeout=60, cancel=cancel))
+    queued(consul, prefix, 2)
+    started = time.monotonic()
+    cancel.cancel()
+    tb.join(20)
+    assert isinstance(rb[0], Cancelled), rb
+    assert time.monotonic() - started < 10  # not the 60 s timeout
+    assert fb.state is QueueState.IDLE and not fb.held
+    assert [e.session for e in live(consul, prefix)] == [la.session_id]
+    with pytest.raises(Cancelled):  # sticky: a set cancel fails the next call at once
+        fb.acquire(timeout=60, cancel=cancel)
+    assert fa.release() is True
+    lb = fb.acquire(timeout=10, cancel=Cancel())  # the object goes on
+    assert lb is not None and fb.release() is True
+    with pytest.raises(ValidationError, match="cancel"):
+        fb.acquire(cancel=threading.Event())  # type: ignore[arg-type]
 
 
 def test_lease_deadline_passing_is_a_loss(consul_addr: str, prefix: str) -> None:
