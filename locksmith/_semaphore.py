@@ -250,9 +250,9 @@ class Semaphore:
         deadline = math.inf if seconds is None or math.isinf(seconds) else now + seconds
         sid = eph.session(timeout=None if math.isinf(deadline) else max(0.0, deadline - now))
         contender = eph.lock(f"{self.prefix}/{sid}", self.value, flags=CONSUL_SEMAPHORE_FLAGS)
-        c_lease = contender.acquire(blocking=False)
+        c_lease = self._contend(contender, clock.monotonic(), deadline, blocking, cancel)
         if c_lease is None:
-            raise LockError(f"semaphore {self.prefix!r}: cannot create the contender key")
+            return None  # blocking=False, and our contender key is busy for now
         try:
             lease = self._take_slot(sid, contender, deadline, blocking, seconds, cancel)
         except LockError as exc:
@@ -285,6 +285,29 @@ class Semaphore:
             fencing_token=lease.fencing_token,
             limit=self.limit,
         )
+        return lease
+
+    def _contend(
+        self,
+        contender: Lock,
+        now: float,
+        deadline: float,
+        blocking: bool,
+        cancel: Cancel | None,
+    ) -> Lease | None:
+        """Create the contender key. It is unique to the session, but after a release of it
+        that could not reach Consul, the manager keeps the session off it until that release
+        can no longer land (seconds): a blocking acquire waits that out within its deadline.
+
+        Raises:
+            LockTimeout: ``deadline`` passed first.
+        """
+        if not blocking:
+            return contender.acquire(blocking=False)
+        left = None if math.isinf(deadline) else max(0.0, deadline - now)
+        lease = contender.acquire(timeout=left, cancel=cancel)
+        if lease is None:  # pragma: no cover - a blocking acquire returns a lease or raises
+            raise LockError(f"semaphore {self.prefix!r}: cannot create the contender key")
         return lease
 
     def _take_slot(  # noqa: PLR0917 - a private step of acquire

@@ -136,9 +136,16 @@ class AsyncSemaphore:
         deadline = math.inf if seconds is None or math.isinf(seconds) else now + seconds
         sid = await eph.session(timeout=None if math.isinf(deadline) else max(0.0, deadline - now))
         contender = eph.lock(f"{self.prefix}/{sid}", self.value, flags=CONSUL_SEMAPHORE_FLAGS)
-        c_lease = await contender.acquire(blocking=False)
+        # The key is unique to the session, but after a release of it that could not reach
+        # Consul the manager keeps the session off it for seconds: a blocking acquire waits
+        # that out within its deadline (LockTimeout after it).
+        if blocking:
+            left = None if math.isinf(deadline) else max(0.0, deadline - clock.monotonic())
+            c_lease = await contender.acquire(timeout=left)
+        else:
+            c_lease = await contender.acquire(blocking=False)
         if c_lease is None:
-            raise LockError(f"semaphore {self.prefix!r}: cannot create the contender key")
+            return None  # blocking=False, and our contender key is busy for now
         try:
             lease = await self._take_slot(sid, contender, deadline, blocking, seconds)
         except BaseException as exc:

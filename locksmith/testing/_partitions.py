@@ -820,6 +820,10 @@ def _display(path: Path) -> str:
     return str(path)
 
 
+#: The order of workload kinds in reports.
+_KIND_ORDER = {"lock": 0, "election": 1, "semaphore": 2, "fair": 3}
+
+
 def render_report(results: Sequence[RunResult], *, title: str, command: str) -> str:
     """A compact markdown summary of one or more runs (for ``bench/results/``)."""
     lines = [f"# {title}", "", f"Replay: `{command}`", ""]
@@ -855,8 +859,12 @@ def render_report(results: Sequence[RunResult], *, title: str, command: str) -> 
             [
                 [
                     "acquisitions",
-                    f"{sum(acq.values())} (lock {acq.get('lock', 0)}, election "
-                    f"{acq.get('election', 0)}, semaphore {acq.get('semaphore', 0)})",
+                    f"{sum(acq.values())} ("
+                    + ", ".join(
+                        f"{k} {acq[k]}"
+                        for k in sorted(acq, key=lambda k: (_KIND_ORDER.get(k, 9), k))
+                    )
+                    + ")",
                     cl.get("children", "-"),
                 ],
                 [

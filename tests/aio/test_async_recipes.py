@@ -31,7 +31,7 @@ from locksmith import (
     ManagerClosed,
 )
 from locksmith.aio import AsyncConsul, AsyncLockManager
-from locksmith.testing import find_consul
+from locksmith.testing import FaultProxy, find_consul
 
 pytestmark = pytest.mark.anyio
 
@@ -299,3 +299,26 @@ async def test_async_threaded_and_consul_lock_never_overlap(
     assert {who for who, _, _ in everyone} == {"async", "threaded", "consul-lock"}
     for (w1, _s1, e1), (w2, s2, _e2) in itertools.pairwise(everyone):
         assert e1 <= s2, f"{w1} until {e1} overlaps {w2} from {s2}"
+
+
+async def test_a_semaphore_waits_out_its_own_contender_key_release_given_up_on(
+    consul_addr: str, prefix: str
+) -> None:
+    """The contender key's release could not reach Consul: the session keeps off the key
+    until that release can no longer land. A blocking acquire waits that out (it used to
+    raise "cannot create the contender key"); a non-blocking one answers None."""
+    with FaultProxy(consul_addr) as proxy:
+        async with (
+            AsyncConsul(proxy.addr, timeout=1.0) as consul,
+            AsyncLockManager(consul, ttl="10s", lock_delay=0, name=unique("aio-sem")) as mgr,
+        ):
+            sem = mgr.semaphore(prefix, 2)
+            assert await sem.acquire(timeout=10) is not None
+            proxy.blackhole()
+            with anyio.fail_after(15):
+                await sem.release()  # deferred: Consul cannot be reached
+            proxy.heal()
+            assert await sem.acquire(blocking=False) is None
+            with anyio.fail_after(40):
+                assert await sem.acquire(timeout=30) is not None
+            await sem.release()
