@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from locksmith._backoff import Backoff
 from locksmith._cancel import Cancel, check_cancel
 from locksmith._compat import CONSUL_SEMAPHORE_FLAGS, is_fair_flags, lock_key
 from locksmith._exceptions import (
     Cancelled,
+    ConsulUnavailable,
     LockConflict,
     LockError,
     LocksmithError,
@@ -321,21 +323,57 @@ class Semaphore:
     ) -> Lease | None:
         kv = self._mgr.consul.kv
         clock = self._mgr.clock
+        backoff = Backoff(start=0.05, cap=2.0)
+        failures = 0
+
+        def pause(exc: ConsulUnavailable) -> None:
+            """Consul did not answer a read or the slot write: a blocking call tries again
+            after a backoff pause (within its deadline); anything else gives up."""
+            nonlocal failures
+            if not blocking:
+                raise exc
+            now = clock.monotonic()
+            if now >= deadline:
+                raise LockTimeout(
+                    f"no slot of semaphore {self.prefix!r} within {seconds}s "
+                    f"(Consul did not answer: {exc})"
+                ) from exc
+            failures += 1
+            until = min(now + backoff.delay(failures), deadline)
+            clock.wait_until(until, cancel.event if cancel is not None else None)
+
         for res in follow(
             lambda index, wait: kv.list_with_meta(self._dir, index=index, wait=wait, cancel=cancel),
             clock=clock,
             deadline=deadline if blocking else math.inf,
             stop=cancel.event if cancel is not None else None,
         ):
-            entries = res.value
+            entries: list[KVEntry] | None = list(res.value)
             while True:
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled(f"semaphore {self.prefix!r}: cancelled")
+                if entries is None:
+                    try:
+                        entries = kv.list(self._dir)
+                    except ConsulUnavailable as exc:
+                        pause(exc)
+                        continue
                 if not contender.held:
                     raise LockError(f"semaphore {self.prefix!r}: the contender session ended")
                 state = decode_semaphore(entries, self.lock_key, self.limit)
                 action, holders = slot_write(state, sid)
                 if action == "wait":
                     break
-                entry = self._cas(state.index, holders)
+                # Lost a CAS race, removed a stale listing of ours, or the write's fate is
+                # unknown (it may have listed us: the next write removes that listing
+                # first): read again at once.
+                entries = None
+                try:
+                    entry = self._cas(state.index, holders)
+                except ConsulUnavailable as exc:
+                    pause(exc)
+                    continue
+                failures = 0
                 if entry is not None and action == "take":
                     return Lease(
                         key=self.prefix,
@@ -345,19 +383,21 @@ class Semaphore:
                         acquired_at=clock.monotonic(),
                         flags=CONSUL_SEMAPHORE_FLAGS,
                     )
-                # Lost a CAS race, or removed a stale listing of ours: read again at once.
-                entries = kv.list(self._dir)
             if not blocking:
                 return None
             if clock.monotonic() >= deadline:
                 break
         if cancel is not None and cancel.cancelled:
             raise Cancelled(f"semaphore {self.prefix!r}: cancelled")
-        state = decode_semaphore(kv.list(self._dir), self.lock_key, self.limit)
-        raise LockTimeout(
-            f"no slot of semaphore {self.prefix!r} within {seconds}s "
-            f"({len(state.holders)}/{state.limit} held)"
-        )
+        raise LockTimeout(f"no slot of semaphore {self.prefix!r} within {seconds}s{self._count()}")
+
+    def _count(self) -> str:
+        """`` (2/3 held)`` for a timeout's message, or nothing if Consul cannot say now."""
+        try:
+            state = decode_semaphore(self._mgr.consul.kv.list(self._dir), self.lock_key, self.limit)
+        except LocksmithError:
+            return ""
+        return f" ({len(state.holders)}/{state.limit} held)"
 
     def _cas(self, index: int, holders: dict[str, bool]) -> KVEntry | None:
         body = encode_semaphore(self.limit, holders)

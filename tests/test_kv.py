@@ -13,6 +13,7 @@ import pytest
 
 from locksmith._client import Consul, KVEntry
 from locksmith._exceptions import ProtocolError, SessionNotFound, ValidationError
+from locksmith._models import QueryResult
 from locksmith._validate import MAX_TXN_BODY_BYTES, MAX_TXN_VALUE_BYTES, MAX_VALUE_BYTES
 
 WOKEN_WITHIN = 30.0
@@ -381,13 +382,22 @@ def test_blocking_get_woken_by_a_write(consul: Consul, prefix: str) -> None:
 
 def test_blocking_list_woken_by_a_new_key(consul: Consul, prefix: str) -> None:
     first = consul.kv.list_with_meta(f"{prefix}/")
+
+    def watch() -> QueryResult[list[KVEntry]]:
+        # An empty prefix's index is the store's: a write anywhere else (another test on
+        # the same agent) may wake the query first, with nothing new; a watcher asks again.
+        index = first.meta.index
+        while True:
+            res = consul.kv.list_with_meta(f"{prefix}/", index=index, wait="60s")
+            assert res.meta.index > first.meta.index
+            if res.value:
+                return res
+            index = res.meta.index
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(
-            consul.kv.list_with_meta, f"{prefix}/", index=first.meta.index, wait="60s"
-        )
+        future = pool.submit(watch)
         consul.kv.put(f"{prefix}/new", b"1")
         woken = future.result(timeout=WOKEN_WITHIN)
-    assert woken.meta.index > first.meta.index
     assert [e.key for e in woken.value] == [f"{prefix}/new"]
 
 

@@ -16,6 +16,7 @@ from support import CHILD, Proc, read_lines, unique, wait_for
 from locksmith import (
     CONSUL_SEMAPHORE_FLAGS,
     Consul,
+    ConsulUnavailable,
     Lease,
     LockConflict,
     LockManager,
@@ -133,6 +134,39 @@ def test_a_wait_ends_with_manager_closed_when_the_manager_closes(
         waiter.close()
         t.join(15)
         assert outcome and isinstance(outcome[0], ManagerClosed), outcome
+
+
+@pytest.mark.parametrize("applied", [False, True], ids=["lost", "applied-unanswered"])
+def test_a_blocking_acquire_retries_a_slot_write_consul_did_not_answer(
+    consul: Consul, prefix: str, monkeypatch: pytest.MonkeyPatch, applied: bool
+) -> None:
+    """The slot's CAS times out (a partition): lost, or applied with its answer lost. A
+    blocking acquire retries within its deadline (it used to raise ConsulUnavailable); a
+    write that did list us is replaced by a fresh one, so the token is a real write's."""
+    with ExitStack() as stack:
+        (mgr,) = _managers(stack, consul, 1)
+        sem = mgr.semaphore(prefix, 2)
+        real_cas = sem._cas
+        failures: list[int] = []
+
+        def flaky_cas(index: int, holders: dict[str, bool]) -> KVEntry | None:
+            if len(failures) < 2:
+                failures.append(index)
+                if applied:
+                    real_cas(index, holders)
+                raise ConsulUnavailable("did not answer (injected)")
+            return real_cas(index, holders)
+
+        monkeypatch.setattr(sem, "_cas", flaky_cas)
+        lease = sem.acquire(timeout=20)
+        assert lease is not None and len(failures) == 2
+        raw = consul.kv.get(f"{prefix}/.lock")
+        assert raw is not None and raw.modify_index == lease.fencing_token
+        assert json.loads(raw.value)["Holders"] == {lease.session_id: True}
+        assert sem.release() is True
+        failures.clear()
+        with pytest.raises(ConsulUnavailable):  # a non-blocking try does not retry
+            sem.acquire(blocking=False)
 
 
 def test_limit_and_kind_conflicts(consul: Consul, prefix: str) -> None:

@@ -17,8 +17,10 @@ from types import TracebackType
 
 import anyio
 
+from locksmith._backoff import Backoff
 from locksmith._compat import CONSUL_SEMAPHORE_FLAGS, lock_key
 from locksmith._exceptions import (
+    ConsulUnavailable,
     LockError,
     LocksmithError,
     LockTimeout,
@@ -185,6 +187,24 @@ class AsyncSemaphore:
     ) -> Lease | None:
         kv = self._mgr.consul.kv
         clock = self._mgr.clock
+        backoff = Backoff(start=0.05, cap=2.0)
+        failures = 0
+
+        async def pause(exc: ConsulUnavailable) -> None:
+            """Consul did not answer a read or the slot write: a blocking call tries again
+            after a backoff pause (within its deadline); anything else gives up."""
+            nonlocal failures
+            if not blocking:
+                raise exc
+            now = clock.monotonic()
+            if now >= deadline:
+                raise LockTimeout(
+                    f"no slot of semaphore {self.prefix!r} within {seconds}s "
+                    f"(Consul did not answer: {exc})"
+                ) from exc
+            failures += 1
+            await anyio.sleep(min(backoff.delay(failures), deadline - now))
+
         async with aclosing(
             follow(
                 lambda index, wait: kv.list_with_meta(self._dir, index=index, wait=wait),
@@ -193,17 +213,30 @@ class AsyncSemaphore:
             )
         ) as answers:
             async for res in answers:
-                entries = res.value
+                entries: list[KVEntry] | None = list(res.value)
                 while True:
+                    if entries is None:
+                        try:
+                            entries = await kv.list(self._dir)
+                        except ConsulUnavailable as exc:
+                            await pause(exc)
+                            continue
                     if not contender.held:
-                        if self._mgr.state in (ManagerState.CLOSING, ManagerState.CLOSED):
-                            raise ManagerClosed("the manager closed while the semaphore waited")
                         raise LockError(f"semaphore {self.prefix!r}: the contender session ended")
                     state = decode_semaphore(entries, self.lock_key, self.limit)
                     action, holders = slot_write(state, sid)
                     if action == "wait":
                         break
-                    entry = await self._cas(state.index, holders)
+                    # Lost a CAS race, removed a stale listing of ours, or the write's fate
+                    # is unknown (it may have listed us: the next write removes that listing
+                    # first): read again at once.
+                    entries = None
+                    try:
+                        entry = await self._cas(state.index, holders)
+                    except ConsulUnavailable as exc:
+                        await pause(exc)
+                        continue
+                    failures = 0
                     if entry is not None and action == "take":
                         return Lease(
                             key=self.prefix,
@@ -213,16 +246,22 @@ class AsyncSemaphore:
                             acquired_at=clock.monotonic(),
                             flags=CONSUL_SEMAPHORE_FLAGS,
                         )
-                    entries = await kv.list(self._dir)  # lost a CAS race: read again
                 if not blocking:
                     return None
                 if clock.monotonic() >= deadline:
                     break
-        state = decode_semaphore(await kv.list(self._dir), self.lock_key, self.limit)
         raise LockTimeout(
-            f"no slot of semaphore {self.prefix!r} within {seconds}s "
-            f"({len(state.holders)}/{state.limit} held)"
+            f"no slot of semaphore {self.prefix!r} within {seconds}s{await self._count()}"
         )
+
+    async def _count(self) -> str:
+        """`` (2/3 held)`` for a timeout's message, or nothing if Consul cannot say now."""
+        try:
+            entries = await self._mgr.consul.kv.list(self._dir)
+        except LocksmithError:
+            return ""
+        state = decode_semaphore(entries, self.lock_key, self.limit)
+        return f" ({len(state.holders)}/{state.limit} held)"
 
     async def _cas(self, index: int, holders: dict[str, bool]) -> KVEntry | None:
         body = encode_semaphore(self.limit, holders)

@@ -21,6 +21,7 @@ from support import CHILD, child_env, max_concurrent, read_lines, unique
 
 from locksmith import (
     Consul,
+    ConsulUnavailable,
     LeaderInfo,
     LeadershipEvent,
     Lease,
@@ -322,3 +323,33 @@ async def test_a_semaphore_waits_out_its_own_contender_key_release_given_up_on(
             with anyio.fail_after(40):
                 assert await sem.acquire(timeout=30) is not None
             await sem.release()
+
+
+@pytest.mark.parametrize("applied", [False, True], ids=["lost", "applied-unanswered"])
+async def test_a_semaphore_retries_a_slot_write_consul_did_not_answer(
+    consul_addr: str, prefix: str, monkeypatch: pytest.MonkeyPatch, applied: bool
+) -> None:
+    """The async twin of tests/test_semaphore.py's: a blocking acquire retries the CAS."""
+    async with manager(consul_addr) as mgr:
+        sem = mgr.semaphore(prefix, 2)
+        real_cas = sem._cas
+        failures: list[int] = []
+
+        async def flaky_cas(index: int, holders: dict[str, bool]) -> Any:
+            if len(failures) < 2:
+                failures.append(index)
+                if applied:
+                    await real_cas(index, holders)
+                raise ConsulUnavailable("did not answer (injected)")
+            return await real_cas(index, holders)
+
+        monkeypatch.setattr(sem, "_cas", flaky_cas)
+        lease = await sem.acquire(timeout=20)
+        assert lease is not None and len(failures) == 2
+        raw = await mgr.consul.kv.get(f"{prefix}/.lock")
+        assert raw is not None and raw.modify_index == lease.fencing_token
+        assert json.loads(raw.value)["Holders"] == {lease.session_id: True}
+        assert await sem.release() is True
+        failures.clear()
+        with pytest.raises(ConsulUnavailable):
+            await sem.acquire(blocking=False)
