@@ -159,6 +159,10 @@ class _Slot:
     stop: threading.Event
 
 
+class _ContenderEndedError(LockError):
+    """The contender key was lost while the acquire waited (its session ended)."""
+
+
 class Semaphore:
     """Up to ``limit`` holders at once on a prefix. Made by :meth:`LockManager.semaphore`."""
 
@@ -250,22 +254,37 @@ class Semaphore:
         if not blocking:
             seconds = eph.consul.config.timeout if seconds is None else seconds
         deadline = math.inf if seconds is None or math.isinf(seconds) else now + seconds
-        sid = eph.session(timeout=None if math.isinf(deadline) else max(0.0, deadline - now))
-        contender = eph.lock(f"{self.prefix}/{sid}", self.value, flags=CONSUL_SEMAPHORE_FLAGS)
-        c_lease = self._contend(contender, clock.monotonic(), deadline, blocking, cancel)
-        if c_lease is None:
-            return None  # blocking=False, and our contender key is busy for now
-        try:
-            lease = self._take_slot(sid, contender, deadline, blocking, seconds, cancel)
-        except LockError as exc:
-            self._drop_contender(contender, c_lease)
-            if eph.state in (ManagerState.CLOSING, ManagerState.CLOSED):
-                # The contender session ended because the manager is closing.
-                raise ManagerClosed("the manager closed while the semaphore waited") from exc
-            raise
-        except BaseException:
-            self._drop_contender(contender, c_lease)
-            raise
+        again = 0
+        while True:
+            now = clock.monotonic()
+            sid = eph.session(timeout=None if math.isinf(deadline) else max(0.0, deadline - now))
+            contender = eph.lock(f"{self.prefix}/{sid}", self.value, flags=CONSUL_SEMAPHORE_FLAGS)
+            c_lease = self._contend(contender, now, deadline, blocking, cancel)
+            if c_lease is None:
+                return None  # blocking=False, and our contender key is busy for now
+            try:
+                if c_lease.session_id != sid:  # the session changed under us: key it anew
+                    raise _ContenderEndedError(f"semaphore {self.prefix!r}: the session changed")
+                lease = self._take_slot(sid, contender, deadline, blocking, seconds, cancel)
+            except _ContenderEndedError as exc:
+                self._drop_contender(contender, c_lease)
+                if eph.state in (ManagerState.CLOSING, ManagerState.CLOSED):
+                    # The contender session ended because the manager is closing.
+                    raise ManagerClosed("the manager closed while the semaphore waited") from exc
+                if blocking and clock.monotonic() < deadline:
+                    # Invalidated or reaped while it waited (a partition, say): contend
+                    # again with the manager's next session, within the same deadline.
+                    log.info("semaphore.contend_again", key=self.prefix, session_id=sid)
+                    again += 1
+                    pause = Backoff(start=0.05, cap=2.0).delay(again)
+                    until = min(clock.monotonic() + pause, deadline)
+                    clock.wait_until(until, cancel.event if cancel is not None else None)
+                    continue
+                raise
+            except BaseException:
+                self._drop_contender(contender, c_lease)
+                raise
+            break
         if lease is None:
             self._drop_contender(contender, c_lease)
             return None
@@ -359,7 +378,9 @@ class Semaphore:
                         pause(exc)
                         continue
                 if not contender.held:
-                    raise LockError(f"semaphore {self.prefix!r}: the contender session ended")
+                    raise _ContenderEndedError(
+                        f"semaphore {self.prefix!r}: the contender session ended"
+                    )
                 state = decode_semaphore(entries, self.lock_key, self.limit)
                 action, holders = slot_write(state, sid)
                 if action == "wait":

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -167,6 +168,36 @@ def test_a_blocking_acquire_retries_a_slot_write_consul_did_not_answer(
         failures.clear()
         with pytest.raises(ConsulUnavailable):  # a non-blocking try does not retry
             sem.acquire(blocking=False)
+
+
+def test_a_waiter_whose_contender_session_ends_contends_again(consul: Consul, prefix: str) -> None:
+    """Its session invalidated while it waits (a partition past the TTL, an operator): a
+    blocking acquire contends again with a new session (it used to raise LockError)."""
+    with ExitStack() as stack:
+        holder, waiter = _managers(stack, consul, 2)
+        sem_h = holder.semaphore(prefix, 1)
+        assert sem_h.acquire(timeout=10) is not None
+        sem_w = waiter.semaphore(prefix, 1)
+        outcome: list[BaseException | Lease | None] = []
+        t = threading.Thread(target=lambda: outcome.append(_try(lambda: sem_w.acquire(timeout=30))))
+        t.start()
+        (first,) = wait_for(lambda: sorted(waiter.session_ids) or None, 10, "its session")
+        time.sleep(0.3)  # into its blocking query
+        consul.sessions.destroy(first)
+        wait_for(lambda: first not in waiter.session_ids, 15, "the waiter to see its loss")
+        assert sem_h.release() is True
+        t.join(30)
+        assert outcome and isinstance(outcome[0], Lease), outcome
+        assert outcome[0].session_id != first
+        assert sem_w.holders() == [outcome[0].session_id]
+        assert sem_w.release() is True
+
+
+def _try(fn: Callable[[], Lease | None]) -> BaseException | Lease | None:
+    try:
+        return fn()
+    except BaseException as exc:
+        return exc
 
 
 def test_limit_and_kind_conflicts(consul: Consul, prefix: str) -> None:

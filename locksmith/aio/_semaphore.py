@@ -61,6 +61,10 @@ class _Slot:
     stop: anyio.CancelScope
 
 
+class _ContenderEndedError(LockError):
+    """The contender key was lost while the acquire waited (its session ended)."""
+
+
 class AsyncSemaphore:
     """Up to ``limit`` holders at once on a prefix. Made by :meth:`AsyncLockManager.semaphore`."""
 
@@ -136,30 +140,45 @@ class AsyncSemaphore:
         if not blocking:
             seconds = eph.consul.config.timeout if seconds is None else seconds
         deadline = math.inf if seconds is None or math.isinf(seconds) else now + seconds
-        sid = await eph.session(timeout=None if math.isinf(deadline) else max(0.0, deadline - now))
-        contender = eph.lock(f"{self.prefix}/{sid}", self.value, flags=CONSUL_SEMAPHORE_FLAGS)
-        # The key is unique to the session, but after a release of it that could not reach
-        # Consul the manager keeps the session off it for seconds: a blocking acquire waits
-        # that out within its deadline (LockTimeout after it).
-        if blocking:
-            left = None if math.isinf(deadline) else max(0.0, deadline - clock.monotonic())
-            c_lease = await contender.acquire(timeout=left)
-        else:
-            c_lease = await contender.acquire(blocking=False)
-        if c_lease is None:
-            return None  # blocking=False, and our contender key is busy for now
-        try:
-            lease = await self._take_slot(sid, contender, deadline, blocking, seconds)
-        except BaseException as exc:
-            with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
-                await self._drop_contender(contender, c_lease)
-            if isinstance(exc, LockError) and eph.state in (
-                ManagerState.CLOSING,
-                ManagerState.CLOSED,
-            ):
-                # The contender session ended because the manager is closing.
-                raise ManagerClosed("the manager closed while the semaphore waited") from exc
-            raise
+        again = 0
+        while True:
+            now = clock.monotonic()
+            sid = await eph.session(
+                timeout=None if math.isinf(deadline) else max(0.0, deadline - now)
+            )
+            contender = eph.lock(f"{self.prefix}/{sid}", self.value, flags=CONSUL_SEMAPHORE_FLAGS)
+            # The key is unique to the session, but after a release of it that could not
+            # reach Consul the manager keeps the session off it for seconds: a blocking
+            # acquire waits that out within its deadline (LockTimeout after it).
+            if blocking:
+                left = None if math.isinf(deadline) else max(0.0, deadline - clock.monotonic())
+                c_lease = await contender.acquire(timeout=left)
+            else:
+                c_lease = await contender.acquire(blocking=False)
+            if c_lease is None:
+                return None  # blocking=False, and our contender key is busy for now
+            try:
+                if c_lease.session_id != sid:  # the session changed under us: key it anew
+                    raise _ContenderEndedError(f"semaphore {self.prefix!r}: the session changed")
+                lease = await self._take_slot(sid, contender, deadline, blocking, seconds)
+            except BaseException as exc:
+                with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+                    await self._drop_contender(contender, c_lease)
+                if not isinstance(exc, _ContenderEndedError):
+                    raise
+                if eph.state in (ManagerState.CLOSING, ManagerState.CLOSED):
+                    # The contender session ended because the manager is closing.
+                    raise ManagerClosed("the manager closed while the semaphore waited") from exc
+                if not blocking or clock.monotonic() >= deadline:
+                    raise
+                # Invalidated or reaped while it waited (a partition, say): contend again
+                # with the manager's next session, within the same deadline.
+                log.info("semaphore.contend_again", key=self.prefix, session_id=sid)
+                again += 1
+                left = deadline - clock.monotonic()
+                await anyio.sleep(min(Backoff(start=0.05, cap=2.0).delay(again), left))
+                continue
+            break
         if lease is None:
             await self._drop_contender(contender, c_lease)
             return None
@@ -222,7 +241,9 @@ class AsyncSemaphore:
                             await pause(exc)
                             continue
                     if not contender.held:
-                        raise LockError(f"semaphore {self.prefix!r}: the contender session ended")
+                        raise _ContenderEndedError(
+                            f"semaphore {self.prefix!r}: the contender session ended"
+                        )
                     state = decode_semaphore(entries, self.lock_key, self.limit)
                     action, holders = slot_write(state, sid)
                     if action == "wait":

@@ -353,3 +353,32 @@ async def test_a_semaphore_retries_a_slot_write_consul_did_not_answer(
         failures.clear()
         with pytest.raises(ConsulUnavailable):
             await sem.acquire(blocking=False)
+
+
+async def test_a_semaphore_waiter_whose_contender_session_ends_contends_again(
+    consul_addr: str, prefix: str
+) -> None:
+    """The async twin of tests/test_semaphore.py's: a new session, the slot in the end."""
+    async with manager(consul_addr) as holder, manager(consul_addr) as waiter:
+        sem_h, sem_w = holder.semaphore(prefix, 1), waiter.semaphore(prefix, 1)
+        assert await sem_h.acquire(timeout=10) is not None
+        outcome: list[BaseException | Lease | None] = []
+
+        async def wait() -> None:
+            try:
+                outcome.append(await sem_w.acquire(timeout=30))
+            except Exception as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await _wait_until(lambda: len(waiter.session_ids) == 1)
+            (first,) = waiter.session_ids
+            await anyio.sleep(0.3)  # into its blocking query
+            await waiter.consul.sessions.destroy(first)
+            await _wait_until(lambda: first not in waiter.session_ids)
+            assert await sem_h.release() is True
+        assert outcome and isinstance(outcome[0], Lease), outcome
+        assert outcome[0].session_id != first
+        assert await sem_w.holders() == [outcome[0].session_id]
+        assert await sem_w.release() is True
