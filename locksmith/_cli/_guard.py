@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import os
 import signal
 import sys
@@ -140,9 +139,7 @@ class Terminated(Exception):  # noqa: N818 - control flow, not an error
 
 
 @contextlib.contextmanager
-def signals_cancel(
-    signals: Iterable[int], cancel: Cancel, *, raise_too: bool = False
-) -> Iterator[list[int]]:
+def signals_cancel(signals: Iterable[int], cancel: Cancel) -> Iterator[list[int]]:
     """While the block runs, the first of ``signals`` sets ``cancel`` (its number is appended
     to the yielded list); a second one raises :class:`Terminated`.
 
@@ -150,7 +147,6 @@ def signals_cancel(
     leaves with :class:`~locksmith.Cancelled` at a point of its own choosing. An exception
     raised from a handler lands between any two bytecodes, inside locking code of the
     standard library included, where it can leave a lock held that another thread needs.
-    ``raise_too``: also raise at once (for a guard whose wait takes no ``Cancel``).
     Outside the main thread (a test calling ``main``), nothing changes.
     """
     got: list[int] = []
@@ -163,7 +159,7 @@ def signals_cancel(
         first = not got
         got.append(signum)
         cancel.cancel()
-        if raise_too or not first:
+        if not first:
             raise Terminated(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in signals}
@@ -189,18 +185,10 @@ class Tracked:
     def held(self) -> bool:
         return bool(self._guard.held)
 
-    @property
-    def cancellable(self) -> bool:
-        """Whether the guard's wait takes a :class:`Cancel` (a fair lock's does not)."""
-        return "cancel" in inspect.signature(self._guard.acquire).parameters
-
     def acquire(
         self, blocking: bool = True, timeout: float | None = None, *, cancel: Cancel | None = None
     ) -> Any:
-        if cancel is not None and self.cancellable:
-            lease = self._guard.acquire(blocking=blocking, timeout=timeout, cancel=cancel)
-        else:
-            lease = self._guard.acquire(blocking=blocking, timeout=timeout)
+        lease = self._guard.acquire(blocking=blocking, timeout=timeout, cancel=cancel)
         if lease is not None:
             self.acquired = True
         return lease

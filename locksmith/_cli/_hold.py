@@ -77,7 +77,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
         cancel = Cancel()
         got_signal: list[int] = []
         try:
-            with signals_cancel(_ENDING, cancel, raise_too=not guard.cancellable) as got_signal:
+            with signals_cancel(_ENDING, cancel) as got_signal:
                 with holding.waiting():
                     log.info("cli.acquiring", key=target.key, timeout=timeout)
                     lease = guard.acquire(timeout=timeout, cancel=cancel)

@@ -116,7 +116,7 @@ def _run_guarded(args: argparse.Namespace, argv: list[str], target: Target) -> i
         got: list[int] = []
         try:
             with (
-                signals_cancel(_GIVE_UP, cancel, raise_too=not guard.cancellable) as got,
+                signals_cancel(_GIVE_UP, cancel) as got,
                 holding.waiting(lambda: started.is_set() or guard.held),
             ):
                 log.info("cli.acquiring", key=target.key, timeout=timeout)
