@@ -18,6 +18,7 @@ its session); use several managers for several slots.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import threading
@@ -49,7 +50,18 @@ from locksmith._ports import ManagerPort
 from locksmith._states import LossReason, ManagerState
 from locksmith._validate import check_callback, check_key, check_timeout, check_txn_value
 
-__all__ = ["Semaphore", "SemaphoreState", "decode_semaphore", "encode_semaphore"]
+__all__ = [
+    "RETRY",
+    "ContenderEndedError",
+    "Semaphore",
+    "SemaphoreState",
+    "decode_semaphore",
+    "encode_semaphore",
+    "holder_verdict",
+    "retry_after",
+    "slot_write",
+    "timeout_message",
+]
 
 log = get_logger("locksmith.semaphore")
 
@@ -159,8 +171,42 @@ class _Slot:
     stop: threading.Event
 
 
-class _ContenderEndedError(LockError):
-    """The contender key was lost while the acquire waited (its session ended)."""
+class ContenderEndedError(LockError):
+    """The contender key was lost while an acquire waited (its session ended)."""
+
+
+#: How a waiting acquire backs off between tries (both front-ends).
+RETRY = Backoff(start=0.05, cap=2.0)
+
+
+def retry_after(
+    exc: LocksmithError,
+    *,
+    prefix: str,
+    blocking: bool,
+    now: float,
+    deadline: float,
+    seconds: float | None,
+    attempt: int,
+) -> float:
+    """The pause before a waiting acquire tries again after ``exc`` (a read or slot write
+    Consul did not answer, a contender session that ended), its ``attempt``-th in a row.
+
+    Raises:
+        LocksmithError: ``exc`` itself when the acquire does not block.
+        LockTimeout: ``deadline`` has passed.
+    """
+    if not blocking:
+        raise exc
+    if now >= deadline:
+        raise LockTimeout(f"no slot of semaphore {prefix!r} within {seconds}s ({exc})") from exc
+    return min(RETRY.delay(attempt), deadline - now)
+
+
+def timeout_message(prefix: str, seconds: float | None, state: SemaphoreState | None) -> str:
+    """A timed-out acquire's message, with the holders when Consul could say (``state``)."""
+    count = f" ({len(state.holders)}/{state.limit} held)" if state is not None else ""
+    return f"no slot of semaphore {prefix!r} within {seconds}s{count}"
 
 
 class Semaphore:
@@ -264,23 +310,29 @@ class Semaphore:
                 return None  # blocking=False, and our contender key is busy for now
             try:
                 if c_lease.session_id != sid:  # the session changed under us: key it anew
-                    raise _ContenderEndedError(f"semaphore {self.prefix!r}: the session changed")
+                    raise ContenderEndedError(f"semaphore {self.prefix!r}: the session changed")
                 lease = self._take_slot(sid, contender, deadline, blocking, seconds, cancel)
-            except _ContenderEndedError as exc:
+            except ContenderEndedError as exc:
                 self._drop_contender(contender, c_lease)
                 if eph.state in (ManagerState.CLOSING, ManagerState.CLOSED):
                     # The contender session ended because the manager is closing.
                     raise ManagerClosed("the manager closed while the semaphore waited") from exc
-                if blocking and clock.monotonic() < deadline:
-                    # Invalidated or reaped while it waited (a partition, say): contend
-                    # again with the manager's next session, within the same deadline.
-                    log.info("semaphore.contend_again", key=self.prefix, session_id=sid)
-                    again += 1
-                    pause = Backoff(start=0.05, cap=2.0).delay(again)
-                    until = min(clock.monotonic() + pause, deadline)
-                    clock.wait_until(until, cancel.event if cancel is not None else None)
-                    continue
-                raise
+                # Invalidated or reaped while it waited (a partition, say): contend again
+                # with the manager's next session, within the same deadline.
+                again += 1
+                now = clock.monotonic()
+                pause = retry_after(
+                    exc,
+                    prefix=self.prefix,
+                    blocking=blocking,
+                    now=now,
+                    deadline=deadline,
+                    seconds=seconds,
+                    attempt=again,
+                )
+                log.info("semaphore.contend_again", key=self.prefix, session_id=sid)
+                clock.wait_until(now + pause, cancel.event if cancel is not None else None)
+                continue
             except BaseException:
                 self._drop_contender(contender, c_lease)
                 raise
@@ -342,24 +394,23 @@ class Semaphore:
     ) -> Lease | None:
         kv = self._mgr.consul.kv
         clock = self._mgr.clock
-        backoff = Backoff(start=0.05, cap=2.0)
         failures = 0
 
         def pause(exc: ConsulUnavailable) -> None:
-            """Consul did not answer a read or the slot write: a blocking call tries again
-            after a backoff pause (within its deadline); anything else gives up."""
+            """Consul did not answer: pause, then try again (see :func:`retry_after`)."""
             nonlocal failures
-            if not blocking:
-                raise exc
-            now = clock.monotonic()
-            if now >= deadline:
-                raise LockTimeout(
-                    f"no slot of semaphore {self.prefix!r} within {seconds}s "
-                    f"(Consul did not answer: {exc})"
-                ) from exc
             failures += 1
-            until = min(now + backoff.delay(failures), deadline)
-            clock.wait_until(until, cancel.event if cancel is not None else None)
+            now = clock.monotonic()
+            wait = retry_after(
+                exc,
+                prefix=self.prefix,
+                blocking=blocking,
+                now=now,
+                deadline=deadline,
+                seconds=seconds,
+                attempt=failures,
+            )
+            clock.wait_until(now + wait, cancel.event if cancel is not None else None)
 
         for res in follow(
             lambda index, wait: kv.list_with_meta(self._dir, index=index, wait=wait, cancel=cancel),
@@ -378,7 +429,7 @@ class Semaphore:
                         pause(exc)
                         continue
                 if not contender.held:
-                    raise _ContenderEndedError(
+                    raise ContenderEndedError(
                         f"semaphore {self.prefix!r}: the contender session ended"
                     )
                 state = decode_semaphore(entries, self.lock_key, self.limit)
@@ -410,15 +461,10 @@ class Semaphore:
                 break
         if cancel is not None and cancel.cancelled:
             raise Cancelled(f"semaphore {self.prefix!r}: cancelled")
-        raise LockTimeout(f"no slot of semaphore {self.prefix!r} within {seconds}s{self._count()}")
-
-    def _count(self) -> str:
-        """`` (2/3 held)`` for a timeout's message, or nothing if Consul cannot say now."""
-        try:
-            state = decode_semaphore(self._mgr.consul.kv.list(self._dir), self.lock_key, self.limit)
-        except LocksmithError:
-            return ""
-        return f" ({len(state.holders)}/{state.limit} held)"
+        seen: SemaphoreState | None = None
+        with contextlib.suppress(LocksmithError):  # the holders, if Consul can say now
+            seen = decode_semaphore(kv.list(self._dir), self.lock_key, self.limit)
+        raise LockTimeout(timeout_message(self.prefix, seconds, seen))
 
     def _cas(self, index: int, holders: dict[str, bool]) -> KVEntry | None:
         body = encode_semaphore(self.limit, holders)

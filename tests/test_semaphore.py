@@ -28,7 +28,14 @@ from locksmith import (
     Semaphore,
 )
 from locksmith._models import KVEntry
-from locksmith._semaphore import SemaphoreState, holder_verdict, slot_write
+from locksmith._semaphore import (
+    ContenderEndedError,
+    SemaphoreState,
+    holder_verdict,
+    retry_after,
+    slot_write,
+    timeout_message,
+)
 from locksmith.testing import FaultProxy
 
 
@@ -340,3 +347,21 @@ def test_holder_verdict_follows_consuls_recipe() -> None:
     assert holder_verdict([contender], lock_key, 2, "s1") is LossReason.KEY_DELETED
     foreign = [entry(lock_key, b"x", 0), contender]
     assert holder_verdict(foreign, lock_key, 2, "s1") is LossReason.KEY_TAKEN
+
+
+def test_retry_after_pauses_within_the_deadline_or_gives_up() -> None:
+    """The one retry rule of a waiting acquire (both front-ends), on plain numbers."""
+    no_answer = ConsulUnavailable("did not answer")
+    kw = {"prefix": "p", "seconds": 10.0, "now": 100.0, "deadline": 110.0}
+    first = retry_after(no_answer, blocking=True, attempt=1, **kw)  # type: ignore[arg-type]
+    assert 0 < first <= 0.06
+    late = retry_after(no_answer, blocking=True, attempt=50, **{**kw, "now": 109.5})  # type: ignore[arg-type]
+    assert late == pytest.approx(0.5)  # never past the deadline
+    with pytest.raises(ConsulUnavailable):  # a non-blocking try does not retry
+        retry_after(no_answer, blocking=False, attempt=1, **kw)  # type: ignore[arg-type]
+    ended = ContenderEndedError("the contender session ended")
+    with pytest.raises(LockTimeout, match=r"within 10.0s \(the contender session ended\)"):
+        retry_after(ended, blocking=True, attempt=1, **{**kw, "now": 110.0})  # type: ignore[arg-type]
+    assert timeout_message("p", 10.0, None) == "no slot of semaphore 'p' within 10.0s"
+    state = SemaphoreState(2, {"a": True, "b": True}, frozenset({"a", "b"}), 7, True)
+    assert timeout_message("p", 10.0, state).endswith("(2/2 held)")

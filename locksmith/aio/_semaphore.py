@@ -9,6 +9,7 @@ and loses the slot if ``.lock`` no longer lists it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 from contextlib import aclosing
@@ -17,7 +18,6 @@ from types import TracebackType
 
 import anyio
 
-from locksmith._backoff import Backoff
 from locksmith._compat import CONSUL_SEMAPHORE_FLAGS, lock_key
 from locksmith._exceptions import (
     ConsulUnavailable,
@@ -32,10 +32,14 @@ from locksmith._lease import Lease, LossEvent
 from locksmith._log import get_logger
 from locksmith._models import KVEntry
 from locksmith._semaphore import (
+    ContenderEndedError,
+    SemaphoreState,
     decode_semaphore,
     encode_semaphore,
     holder_verdict,
+    retry_after,
     slot_write,
+    timeout_message,
 )
 from locksmith._states import LossReason, ManagerState
 from locksmith._validate import check_callback, check_key, check_timeout, check_txn_value
@@ -59,10 +63,6 @@ class _Slot:
     contender_lease: Lease
     ended: anyio.Event
     stop: anyio.CancelScope
-
-
-class _ContenderEndedError(LockError):
-    """The contender key was lost while the acquire waited (its session ended)."""
 
 
 class AsyncSemaphore:
@@ -159,24 +159,30 @@ class AsyncSemaphore:
                 return None  # blocking=False, and our contender key is busy for now
             try:
                 if c_lease.session_id != sid:  # the session changed under us: key it anew
-                    raise _ContenderEndedError(f"semaphore {self.prefix!r}: the session changed")
+                    raise ContenderEndedError(f"semaphore {self.prefix!r}: the session changed")
                 lease = await self._take_slot(sid, contender, deadline, blocking, seconds)
             except BaseException as exc:
                 with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
                     await self._drop_contender(contender, c_lease)
-                if not isinstance(exc, _ContenderEndedError):
+                if not isinstance(exc, ContenderEndedError):
                     raise
                 if eph.state in (ManagerState.CLOSING, ManagerState.CLOSED):
                     # The contender session ended because the manager is closing.
                     raise ManagerClosed("the manager closed while the semaphore waited") from exc
-                if not blocking or clock.monotonic() >= deadline:
-                    raise
                 # Invalidated or reaped while it waited (a partition, say): contend again
                 # with the manager's next session, within the same deadline.
-                log.info("semaphore.contend_again", key=self.prefix, session_id=sid)
                 again += 1
-                left = deadline - clock.monotonic()
-                await anyio.sleep(min(Backoff(start=0.05, cap=2.0).delay(again), left))
+                pause = retry_after(
+                    exc,
+                    prefix=self.prefix,
+                    blocking=blocking,
+                    now=clock.monotonic(),
+                    deadline=deadline,
+                    seconds=seconds,
+                    attempt=again,
+                )
+                log.info("semaphore.contend_again", key=self.prefix, session_id=sid)
+                await anyio.sleep(pause)
                 continue
             break
         if lease is None:
@@ -206,23 +212,23 @@ class AsyncSemaphore:
     ) -> Lease | None:
         kv = self._mgr.consul.kv
         clock = self._mgr.clock
-        backoff = Backoff(start=0.05, cap=2.0)
         failures = 0
 
         async def pause(exc: ConsulUnavailable) -> None:
-            """Consul did not answer a read or the slot write: a blocking call tries again
-            after a backoff pause (within its deadline); anything else gives up."""
+            """Consul did not answer: pause, then try again (see :func:`retry_after`)."""
             nonlocal failures
-            if not blocking:
-                raise exc
-            now = clock.monotonic()
-            if now >= deadline:
-                raise LockTimeout(
-                    f"no slot of semaphore {self.prefix!r} within {seconds}s "
-                    f"(Consul did not answer: {exc})"
-                ) from exc
             failures += 1
-            await anyio.sleep(min(backoff.delay(failures), deadline - now))
+            await anyio.sleep(
+                retry_after(
+                    exc,
+                    prefix=self.prefix,
+                    blocking=blocking,
+                    now=clock.monotonic(),
+                    deadline=deadline,
+                    seconds=seconds,
+                    attempt=failures,
+                )
+            )
 
         async with aclosing(
             follow(
@@ -241,7 +247,7 @@ class AsyncSemaphore:
                             await pause(exc)
                             continue
                     if not contender.held:
-                        raise _ContenderEndedError(
+                        raise ContenderEndedError(
                             f"semaphore {self.prefix!r}: the contender session ended"
                         )
                     state = decode_semaphore(entries, self.lock_key, self.limit)
@@ -271,18 +277,10 @@ class AsyncSemaphore:
                     return None
                 if clock.monotonic() >= deadline:
                     break
-        raise LockTimeout(
-            f"no slot of semaphore {self.prefix!r} within {seconds}s{await self._count()}"
-        )
-
-    async def _count(self) -> str:
-        """`` (2/3 held)`` for a timeout's message, or nothing if Consul cannot say now."""
-        try:
-            entries = await self._mgr.consul.kv.list(self._dir)
-        except LocksmithError:
-            return ""
-        state = decode_semaphore(entries, self.lock_key, self.limit)
-        return f" ({len(state.holders)}/{state.limit} held)"
+        seen: SemaphoreState | None = None
+        with contextlib.suppress(LocksmithError):  # the holders, if Consul can say now
+            seen = decode_semaphore(await kv.list(self._dir), self.lock_key, self.limit)
+        raise LockTimeout(timeout_message(self.prefix, seconds, seen))
 
     async def _cas(self, index: int, holders: dict[str, bool]) -> KVEntry | None:
         body = encode_semaphore(self.limit, holders)
