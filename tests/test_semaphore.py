@@ -6,7 +6,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -137,8 +136,8 @@ def test_a_wait_ends_with_manager_closed_when_the_manager_closes(
 
         t = threading.Thread(target=wait)
         t.start()
-        wait_for(lambda: len(waiter.session_ids) == 1, 10, "the contender session")
-        time.sleep(0.3)  # into its blocking query
+        (sid,) = wait_for(lambda: sorted(waiter.session_ids) or None, 10, "its session")
+        wait_for(lambda: consul.kv.get(f"{prefix}/{sid}"), 10, "its contender key: it waits")
         waiter.close()
         t.join(15)
         assert outcome and isinstance(outcome[0], ManagerClosed), outcome
@@ -189,7 +188,7 @@ def test_a_waiter_whose_contender_session_ends_contends_again(consul: Consul, pr
         t = threading.Thread(target=lambda: outcome.append(_try(lambda: sem_w.acquire(timeout=30))))
         t.start()
         (first,) = wait_for(lambda: sorted(waiter.session_ids) or None, 10, "its session")
-        time.sleep(0.3)  # into its blocking query
+        wait_for(lambda: consul.kv.get(f"{prefix}/{first}"), 10, "its contender key: it waits")
         consul.sessions.destroy(first)
         wait_for(lambda: first not in waiter.session_ids, 15, "the waiter to see its loss")
         assert sem_h.release() is True

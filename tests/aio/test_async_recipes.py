@@ -52,6 +52,12 @@ async def _wait_until(pred: Any, timeout: float = 15.0) -> None:
             await anyio.sleep(0.02)
 
 
+async def _until_key(mgr: AsyncLockManager, key: str, timeout: float = 15.0) -> None:
+    with anyio.fail_after(timeout):
+        while await mgr.consul.kv.get(key) is None:
+            await anyio.sleep(0.02)
+
+
 # --------------------------------------------------------------------------- election
 
 
@@ -210,7 +216,8 @@ async def test_a_semaphore_wait_ends_with_manager_closed_when_the_manager_closes
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait)
             await _wait_until(lambda: len(waiter.session_ids) == 1)  # its contender session
-            await anyio.sleep(0.3)  # into its blocking query
+            (sid,) = waiter.session_ids
+            await _until_key(waiter, f"{prefix}/{sid}")  # its contender key: it waits
             with anyio.fail_after(15):
                 await waiter.aclose()
         assert outcome and isinstance(outcome[0], ManagerClosed), outcome
@@ -374,7 +381,7 @@ async def test_a_semaphore_waiter_whose_contender_session_ends_contends_again(
             tg.start_soon(wait)
             await _wait_until(lambda: len(waiter.session_ids) == 1)
             (first,) = waiter.session_ids
-            await anyio.sleep(0.3)  # into its blocking query
+            await _until_key(waiter, f"{prefix}/{first}")  # its contender key: it waits
             await waiter.consul.sessions.destroy(first)
             await _wait_until(lambda: first not in waiter.session_ids)
             assert await sem_h.release() is True
