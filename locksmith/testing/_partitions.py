@@ -240,12 +240,14 @@ class RunConfig:
     sample_every: float = 1.0
     raft_multiplier: int = 1
 
+    def __post_init__(self) -> None:
+        if self.front_end != "mixed" and self.front_end not in RUNNERS:
+            raise ValueError(f"front_end {self.front_end!r}: not mixed or one of {sorted(RUNNERS)}")
+
     def front_end_of(self, host: int) -> str:
         """The workload runner of application host ``host``."""
         if self.front_end == "mixed":
             return "async" if host % 2 else "threaded"
-        if self.front_end not in RUNNERS:
-            raise ValueError(f"front_end {self.front_end!r}: not mixed or one of {sorted(RUNNERS)}")
         return self.front_end
 
     def check_config(self, session_prefix: str) -> CheckConfig:
