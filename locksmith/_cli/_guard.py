@@ -33,6 +33,7 @@ from locksmith._cli._cleanup import (
     destroy_semaphore_key,
 )
 from locksmith._cli._context import ctx
+from locksmith._cli._exit import EXIT_INTERRUPTED
 from locksmith._cli._logging import status_event
 from locksmith._cli._output import PROG
 from locksmith._cli._status import WaitingStatus
@@ -43,6 +44,7 @@ from locksmith._exceptions import LocksmithError, ValidationError
 __all__ = [
     "EXIT_BUDGET",
     "Holding",
+    "Signalled",
     "Target",
     "Terminated",
     "Tracked",
@@ -127,21 +129,31 @@ def timeout_of(args: argparse.Namespace) -> float | None:
 
 
 class Terminated(Exception):  # noqa: N818 - control flow, not an error
-    """A signal that ends the command at once (see :func:`signals_cancel`)."""
+    """A second signal: the command ends at once (see :func:`signals_cancel`)."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+
+class Signalled:
+    """The signals that came while :func:`signals_cancel` ran; the first one decides."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
 
     @property
     def name(self) -> str:
-        return signal.Signals(self.signum).name
+        """The first signal's name (``SIGTERM``)."""
+        return signal.Signals(self.seen[0]).name
+
+    @property
+    def exit_status(self) -> int:
+        """130 for SIGINT (as a shell reports Ctrl-C), else 128 + N."""
+        first = self.seen[0]
+        return EXIT_INTERRUPTED if first == signal.SIGINT else 128 + first
 
 
 @contextlib.contextmanager
-def signals_cancel(signals: Iterable[int], cancel: Cancel) -> Iterator[list[int]]:
-    """While the block runs, the first of ``signals`` sets ``cancel`` (its number is appended
-    to the yielded list); a second one raises :class:`Terminated`.
+def signals_cancel(signals: Iterable[int], cancel: Cancel) -> Iterator[Signalled]:
+    """While the block runs, the first of ``signals`` sets ``cancel``; a second one raises
+    :class:`Terminated`. The yielded :class:`Signalled` records them.
 
     Setting a :class:`Cancel` is what a signal handler should do: the waiting call wakes and
     leaves with :class:`~locksmith.Cancelled` at a point of its own choosing. An exception
@@ -149,17 +161,16 @@ def signals_cancel(signals: Iterable[int], cancel: Cancel) -> Iterator[list[int]
     standard library included, where it can leave a lock held that another thread needs.
     Outside the main thread (a test calling ``main``), nothing changes.
     """
-    got: list[int] = []
+    got = Signalled()
     if threading.current_thread() is not threading.main_thread():
         yield got
         return
 
     def handler(signum: int, frame: object) -> None:
         del frame
-        first = not got
-        got.append(signum)
+        got.seen.append(signum)
         cancel.cancel()
-        if not first:
+        if len(got.seen) > 1:
             raise Terminated(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in signals}

@@ -19,9 +19,10 @@ from typing import Any
 import structlog
 
 from locksmith._cancel import Cancel
-from locksmith._cli._exit import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_LOCK_LOST, EXIT_OK
+from locksmith._cli._exit import EXIT_ERROR, EXIT_LOCK_LOST, EXIT_OK
 from locksmith._cli._guard import (
     Holding,
+    Signalled,
     Target,
     Terminated,
     lock_target,
@@ -75,9 +76,9 @@ def cmd_hold(args: argparse.Namespace) -> int:
 
         guard.on_lost(on_lost)
         cancel = Cancel()
-        got_signal: list[int] = []
+        signalled = Signalled()
         try:
-            with signals_cancel(_ENDING, cancel) as got_signal:
+            with signals_cancel(_ENDING, cancel) as signalled:
                 with holding.waiting():
                     log.info("cli.acquiring", key=target.key, timeout=timeout)
                     lease = guard.acquire(timeout=timeout, cancel=cancel)
@@ -96,14 +97,12 @@ def cmd_hold(args: argparse.Namespace) -> int:
                     pass
                 if cancel.cancelled:
                     raise Cancelled("signalled while holding")
-        except (Terminated, Cancelled) as exc:
-            signum = exc.signum if isinstance(exc, Terminated) else got_signal[0]
-            name = signal.Signals(signum).name
+        except (Terminated, Cancelled):
             if not guard.acquired:
-                err(f"{PROG}: {name} while waiting for {target.key}: gave up")
-                return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
+                err(f"{PROG}: {signalled.name} while waiting for {target.key}: gave up")
+                return signalled.exit_status
             if guard.held:
-                log.info("cli.releasing", key=guard.key, signal=name)
+                log.info("cli.releasing", key=guard.key, signal=signalled.name)
                 return EXIT_OK
         got.wait(0.2)  # the loss report comes on the manager's callback thread
         reason = f" ({lost[0].reason.value})" if lost else ""

@@ -22,13 +22,13 @@ from locksmith._cancel import Cancel
 from locksmith._cli._exit import (
     EXIT_CANNOT_EXECUTE,
     EXIT_COMMAND_NOT_FOUND,
-    EXIT_INTERRUPTED,
     EXIT_LOCK_LOST,
     EXIT_USAGE,
     CLIError,
 )
 from locksmith._cli._guard import (
     Holding,
+    Signalled,
     Target,
     Terminated,
     lock_target,
@@ -113,10 +113,10 @@ def _run_guarded(args: argparse.Namespace, argv: list[str], target: Target) -> i
     cancel = Cancel()
     with Holding(args, target) as holding:
         guard = holding.guard
-        got: list[int] = []
+        signalled = Signalled()
         try:
             with (
-                signals_cancel(_GIVE_UP, cancel) as got,
+                signals_cancel(_GIVE_UP, cancel) as signalled,
                 holding.waiting(lambda: started.is_set() or guard.held),
             ):
                 log.info("cli.acquiring", key=target.key, timeout=timeout)
@@ -130,11 +130,9 @@ def _run_guarded(args: argparse.Namespace, argv: list[str], target: Target) -> i
                     on_started=on_started,
                     cancel=cancel,
                 )
-        except (Terminated, Cancelled) as exc:
-            signum = exc.signum if isinstance(exc, Terminated) else got[0]
-            name = signal.Signals(signum).name
-            err(f"{PROG}: {name} while waiting for {target.key}: gave up")
-            return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
+        except (Terminated, Cancelled):
+            err(f"{PROG}: {signalled.name} while waiting for {target.key}: gave up")
+            return signalled.exit_status
     if status == EXIT_LOCK_LOST:
         log.warning("cli.lock_lost", key=target.key)
     return int(status)
