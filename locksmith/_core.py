@@ -401,8 +401,9 @@ def session_node_checks(
     """The NodeChecks a manager's session is created with, refusing unsafe combinations.
 
     A session with a TTL is bound to no health check unless checks are asked for: the
-    server then ends it only by TTL (never earlier than TTL after the last renewal), which
-    the client's lease deadline always precedes. A bound check may end the session at any
+    server then ends it by TTL (never earlier than TTL after the last renewal), which the
+    client's lease deadline always precedes, or when its node is deregistered (force-leave,
+    autopilot pruning a dead server), which only a lock-delay of at least the TTL covers. A bound check may end the session at any
     moment, and a client that cannot reach Consul then keeps believing it holds its locks
     until its deadline, up to TTL later; only a lock-delay of at least the TTL keeps the next
     holder out that long.
