@@ -403,10 +403,10 @@ def session_node_checks(
     A session with a TTL is bound to no health check unless checks are asked for: the
     server then ends it by TTL (never earlier than TTL after the last renewal), which the
     client's lease deadline always precedes, or when its node is deregistered (force-leave,
-    autopilot pruning a dead server), which only a lock-delay of at least the TTL covers. A bound check may end the session at any
-    moment, and a client that cannot reach Consul then keeps believing it holds its locks
-    until its deadline, up to TTL later; only a lock-delay of at least the TTL keeps the next
-    holder out that long.
+    autopilot pruning a dead server), which only a lock-delay of at least the TTL covers.
+    A bound check may end the session at any moment, and a client that cannot reach Consul
+    then keeps believing it holds its locks until its deadline, up to TTL later; only a
+    lock-delay of at least the TTL keeps the next holder out that long.
 
     Returns:
         The NodeChecks to send (``()``: none), or None for the server default (serfHealth),
